@@ -1,0 +1,182 @@
+"""`LanguageModel`: a converted model with its tokenizer, as pure jitted calls.
+
+    lm = icl_jax.load("gemma3-270m")
+    out = lm(input_ids, attention_mask, return_residuals=True)
+    out.logits      # [B,T,V] fp32
+    out.residuals   # [L+1,B,T,D]: embedding output, then block L at L+1
+    lm.generate(["Input: a\\nOutput: A\\n\\nInput: b\\nOutput:"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from icl_jax.models.config import DecoderConfig
+from icl_jax.models.decoder import (Decoder, collect_components,
+                                    collect_residuals)
+from icl_jax.models.generation import (StopTables, greedy_generate,
+                                       positions_from_mask)
+
+
+class ContextLengthError(ValueError):
+  pass
+
+
+@dataclasses.dataclass
+class ModelOutput:
+  logits: Any  # fp32 [B,T,V], or [B,1,V] with logits="last", or None
+  residuals: Any = None  # [L+1,B,T,D]
+  attn_out: Any = None  # [L,B,T,D]
+  mlp_out: Any = None  # [L,B,T,D]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "return_residuals",
+                                             "return_components", "logits"))
+def forward(cfg: DecoderConfig, params, tokens, mask, return_residuals=False,
+            return_components=False, logits="all"):
+  """Full forward of left-padded tokens [B,T]; see `LanguageModel.__call__`."""
+  model = Decoder(cfg, jax.tree_util.tree_leaves(params)[0].dtype)
+  q_pos, key_pos = positions_from_mask(mask)
+  B, T = tokens.shape
+  kwargs = dict(
+      compute_logits=logits is not None,
+      logits_index=(jnp.full((B,), T - 1) if logits == "last" else None))
+  if not (return_residuals or return_components):
+    out, _ = model.apply({"params": params}, tokens, q_pos, key_pos, **kwargs)
+    return ModelOutput(out)
+  (out, _), state = model.apply({"params": params}, tokens, q_pos, key_pos,
+                                mutable=["intermediates"], **kwargs)
+  inter = state["intermediates"]
+  res = collect_residuals(inter) if return_residuals else None
+  attn, mlp = collect_components(inter) if return_components else (None, None)
+  return ModelOutput(out, res, attn, mlp)
+
+
+jax.tree_util.register_dataclass(
+    ModelOutput, data_fields=["logits", "residuals", "attn_out", "mlp_out"],
+    meta_fields=[])
+
+
+class LanguageModel:
+  """A decoder config, its parameters and its transformers tokenizer."""
+
+  def __init__(self, config: DecoderConfig, params, tokenizer, name: str = "",
+               hf_config: dict | None = None,
+               stop_tables: StopTables | None = None):
+    self.config = config
+    self.params = params
+    self.tokenizer = tokenizer
+    self.name = name
+    self.hf_config = hf_config or {}
+    self._stop_tables = stop_tables
+
+  @property
+  def n_layers(self) -> int:
+    return self.config.n_layers
+
+  @property
+  def dtype(self):
+    return jax.tree_util.tree_leaves(self.params)[0].dtype
+
+  @property
+  def pad_id(self) -> int:
+    p = self.config.pad_token_id
+    if p is None:
+      p = self.tokenizer.pad_token_id
+    return int(p) if p is not None else 0
+
+  @property
+  def stop_tables(self) -> StopTables:
+    if self._stop_tables is None:
+      self._stop_tables = StopTables.from_tokenizer(
+          self.tokenizer, self.config.vocab_size, self.config.eos_token_ids)
+    return self._stop_tables
+
+  def check_length(self, n_tokens: int, what: str = "prompt") -> None:
+    limit = self.config.max_position_embeddings
+    if n_tokens > limit:
+      raise ContextLengthError(
+          f"{what} of {n_tokens} tokens is longer than the model's context "
+          f"({limit} positions, model {self.name or self.config.family})")
+
+  def __call__(self, input_ids, attention_mask=None, return_residuals=False,
+               return_components=False, logits="all") -> ModelOutput:
+    """Forward pass.
+
+    Args:
+      input_ids: int [B,T]; left padded when rows differ in length.
+      attention_mask: [B,T] (1 = real token); default all ones.
+      return_residuals: also return residuals [L+1,B,T,D].
+      return_components: also return attn_out / mlp_out [L,B,T,D].
+      logits: "all" ([B,T,V]), "last" ([B,1,V]) or None.
+    """
+    ids = jnp.asarray(input_ids, jnp.int32)
+    if ids.ndim == 1:
+      ids = ids[None]
+    self.check_length(ids.shape[1])
+    mask = (jnp.ones_like(ids) if attention_mask is None
+            else jnp.asarray(attention_mask, jnp.int32))
+    if logits not in ("all", "last", None):
+      raise ValueError(f"logits must be 'all', 'last' or None, got {logits!r}")
+    return forward(self.config, self.params, ids, mask, return_residuals,
+                   return_components, logits)
+
+  def encode(self, prompts: Sequence[str], pad_to_multiple: int = 1):
+    """Tokenizes with the tokenizer's own BOS rule; left pads.
+
+    Returns (ids int32 [B,T], mask int32 [B,T], lengths [B]).
+    """
+    if isinstance(prompts, str):
+      prompts = [prompts]
+    seqs = [self.tokenizer(p, add_special_tokens=True)["input_ids"]
+            for p in prompts]
+    return self.pad_left(seqs, pad_to_multiple)
+
+  def pad_left(self, seqs, pad_to_multiple: int = 1):
+    lengths = np.array([len(s) for s in seqs])
+    if (lengths == 0).any():
+      raise ValueError("empty prompt")
+    T = int(lengths.max())
+    self.check_length(T)
+    T = -(-T // pad_to_multiple) * pad_to_multiple
+    ids = np.full((len(seqs), T), self.pad_id, np.int32)
+    mask = np.zeros((len(seqs), T), np.int32)
+    for i, s in enumerate(seqs):
+      ids[i, T - len(s):] = s
+      mask[i, T - len(s):] = 1
+    return ids, mask, lengths
+
+  def generate_ids(self, ids, mask, max_new_tokens: int = 30,
+                   stop: str = "line"):
+    """Greedy continuation of left-padded ids; returns (tokens, n_generated)."""
+    self.check_length(int(np.asarray(mask).sum(-1).max()) + max_new_tokens,
+                      "prompt plus max_new_tokens")
+    out, n_gen, _ = greedy_generate(
+        self.config, self.params, jnp.asarray(ids), jnp.asarray(mask),
+        self.stop_tables.as_arrays(), max_new_tokens, stop, self.pad_id)
+    return np.asarray(out), np.asarray(n_gen)
+
+  def generate(self, prompts: Sequence[str], max_new_tokens: int = 30,
+               stop: str = "line", batch_size: int = 32) -> list[str]:
+    """Greedy continuations (decoded, special tokens skipped) of prompts."""
+    if isinstance(prompts, str):
+      prompts = [prompts]
+    texts: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+      chunk = list(prompts[start:start + batch_size])
+      # Bucket lengths to limit recompilation; left padding keeps results
+      # identical (positions come from the mask).
+      ids, mask, _ = self.encode(chunk, pad_to_multiple=16)
+      toks, n_gen = self.generate_ids(ids, mask, max_new_tokens, stop)
+      texts.extend(self.decode_generated(toks, n_gen))
+    return texts
+
+  def decode_generated(self, toks, n_gen) -> list[str]:
+    return [self.tokenizer.decode(list(row[:n]), skip_special_tokens=True)
+            for row, n in zip(np.asarray(toks), np.asarray(n_gen))]

