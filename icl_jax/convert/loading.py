@@ -150,7 +150,8 @@ def _save_cache(d: Path, hf_config: dict, params, tokenizer, stops, meta):
   shutil.rmtree(tmp, ignore_errors=True)
   tmp.mkdir(parents=True)
   (tmp / "hf_config.json").write_text(json.dumps(hf_config, default=str))
-  tokenizer.save_pretrained(str(tmp / "tokenizer"))
+  if tokenizer is not None:
+    tokenizer.save_pretrained(str(tmp / "tokenizer"))
   stops.save(tmp / "stop_tables.npz")
   ck = ocp.StandardCheckpointer()
   ck.save((tmp / "params").resolve(), params)
@@ -166,7 +167,8 @@ def _load_cache(d: Path):
 
   hf_config = json.loads((d / "hf_config.json").read_text())
   params = ocp.StandardCheckpointer().restore((d / "params").resolve())
-  tok = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
+  tok = (AutoTokenizer.from_pretrained(str(d / "tokenizer"))
+         if (d / "tokenizer").exists() else None)
   stops = StopTables.load(d / "stop_tables.npz")
   return hf_config, params, tok, stops
 
@@ -208,12 +210,17 @@ def load(name_or_path, dtype=None, cache: bool = True,
       tok = load_tokenizer(str(path))
     else:
       hf_config, sd = read_hf_dir(path)
-      tok = load_tokenizer(str(path))
+      has_tok = any((path / f).exists() for f in (
+          "tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+      # Tokenizer-less checkpoints (e.g. tiny test models) still run on ids.
+      tok = load_tokenizer(str(path)) if has_tok else None
     cfg = config_from_hf(hf_config)
     params = convert_state_dict(sd, cfg)
     check_against_model(params, cfg)
     del sd
-    stops = StopTables.from_tokenizer(tok, cfg.vocab_size, cfg.eos_token_ids)
+    stops = (StopTables.from_tokenizer(tok, cfg.vocab_size, cfg.eos_token_ids)
+             if tok is not None else
+             StopTables.eos_only(cfg.vocab_size, cfg.eos_token_ids))
     source = "converted"
     if cache:
       _save_cache(d, hf_config, params, tok, stops, {

@@ -51,6 +51,16 @@ class StopTables:
         is_eos[i] = True
     return cls(is_eos, has_nl, has_text, nl_after)
 
+  @classmethod
+  def eos_only(cls, vocab_size: int, eos_ids=()) -> "StopTables":
+    """For models without a tokenizer: only end-of-sequence stops a row."""
+    is_eos = np.zeros(vocab_size, bool)
+    for i in eos_ids:
+      if 0 <= i < vocab_size:
+        is_eos[i] = True
+    z = np.zeros(vocab_size, bool)
+    return cls(is_eos, z, z.copy(), z.copy())
+
   def as_arrays(self):
     return tuple(jnp.asarray(a) for a in (self.is_eos, self.has_newline,
                                           self.has_text,

@@ -93,6 +93,9 @@ class LanguageModel:
 
   @property
   def stop_tables(self) -> StopTables:
+    if self._stop_tables is None and self.tokenizer is None:
+      self._stop_tables = StopTables.eos_only(self.config.vocab_size,
+                                              self.config.eos_token_ids)
     if self._stop_tables is None:
       self._stop_tables = StopTables.from_tokenizer(
           self.tokenizer, self.config.vocab_size, self.config.eos_token_ids)
@@ -134,6 +137,8 @@ class LanguageModel:
     """
     if isinstance(prompts, str):
       prompts = [prompts]
+    if self.tokenizer is None:
+      raise ValueError(f"model {self.name!r} has no tokenizer; pass token ids")
     seqs = [self.tokenizer(p, add_special_tokens=True)["input_ids"]
             for p in prompts]
     return self.pad_left(seqs, pad_to_multiple)

@@ -1,0 +1,104 @@
+r"""Forward throughput: jit-compiled Flax vs transformers PyTorch, side by side.
+
+    python benchmarks/forward.py --model=gemma3-270m --batch=20 --repeats=5
+
+Same prompts (the 20 five-shot parity prompts, left padded to one length),
+same machine, same process, fp32. Reports prompt tokens per second (real
+tokens, padding excluded) for: ours (jit, compile time reported separately),
+transformers with eager attention and with its default SDPA attention.
+Writes benchmarks/results/forward.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+flags.DEFINE_string("model", "gemma3-270m", "model to benchmark")
+flags.DEFINE_integer("batch", 20, "prompts per forward")
+flags.DEFINE_integer("repeats", 5, "timed repetitions (median reported)")
+flags.DEFINE_string("out", str(Path(__file__).parent / "results" /
+                               "forward.json"), "output JSON")
+F = flags.FLAGS
+
+
+def _median_time(fn, repeats):
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times), times
+
+
+def main(argv):
+  del argv
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  import jax
+  import numpy as np
+  import torch
+  import transformers
+
+  import icl_jax
+  from icl_jax.convert.parity import PARITY_PROMPTS, load_reference
+
+  lm = icl_jax.load(F.model)
+  prompts = [PARITY_PROMPTS[i % len(PARITY_PROMPTS)] for i in range(F.batch)]
+  ids, mask, lengths = lm.encode(prompts)
+  n_tokens = int(lengths.sum())
+  result = {
+      "model": F.model, "batch": F.batch, "padded_len": int(ids.shape[1]),
+      "real_tokens_per_forward": n_tokens, "dtype": "float32",
+      "machine": {"platform": platform.platform(),
+                  "processor": platform.processor(),
+                  "cpu_count": os.cpu_count(),
+                  "jax_devices": [str(d) for d in jax.devices()],
+                  "torch_threads": torch.get_num_threads()},
+      "versions": {"jax": jax.__version__, "torch": torch.__version__,
+                   "transformers": transformers.__version__,
+                   "icl_jax": icl_jax.__version__},
+  }
+
+  def ours():
+    out = lm(ids, mask, logits="all")
+    jax.block_until_ready(out.logits)
+
+  t = time.perf_counter()
+  ours()
+  result["ours_compile_plus_first_s"] = time.perf_counter() - t
+  med, times = _median_time(ours, F.repeats)
+  result["ours"] = {"median_s": med, "times_s": times,
+                    "tokens_per_s": n_tokens / med}
+
+  ref = load_reference(F.model)  # eager
+  ids_t = torch.tensor(ids, dtype=torch.long)
+  mask_t = torch.tensor(mask, dtype=torch.long)
+  pos_t = torch.tensor(np.clip(np.cumsum(mask, -1) - 1, 0, None))
+  for impl in ("eager", "sdpa"):
+    ref.set_attn_implementation(impl)
+
+    def theirs():
+      with torch.no_grad():
+        ref(ids_t, attention_mask=mask_t, position_ids=pos_t)
+
+    theirs()  # warm up
+    med_t, times_t = _median_time(theirs, F.repeats)
+    result[f"torch_{impl}"] = {"median_s": med_t, "times_s": times_t,
+                               "tokens_per_s": n_tokens / med_t}
+    result[f"ratio_vs_torch_{impl}"] = med_t / med
+  Path(F.out).parent.mkdir(parents=True, exist_ok=True)
+  Path(F.out).write_text(json.dumps(result, indent=1))
+  print(json.dumps({k: v for k, v in result.items() if k != "machine"},
+                   indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

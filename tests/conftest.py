@@ -1,0 +1,91 @@
+"""Shared test setup: fp32 with highest matmul precision, tiny HF models."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+# Tiny Hugging Face configs with non-default values, one per family/variant.
+# (family, config kwargs); all use eager attention and fp32.
+TINY_VARIANTS = {
+    "llama_mha_untied": ("llama", dict(
+        num_attention_heads=4, num_key_value_heads=4,
+        tie_word_embeddings=False, rope_theta=5000.0, rms_norm_eps=1e-5)),
+    "llama_gqa_tied_llama3": ("llama", dict(
+        num_attention_heads=4, num_key_value_heads=2,
+        tie_word_embeddings=True, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0,
+                      "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 64})),
+    "llama_mqa_linear_rope": ("llama", dict(
+        num_attention_heads=4, num_key_value_heads=1, head_dim=12,
+        rope_scaling={"rope_type": "linear", "factor": 4.0})),
+    "qwen2_gqa_bias_tied": ("qwen2", dict(
+        num_attention_heads=4, num_key_value_heads=2,
+        tie_word_embeddings=True, rope_theta=1e6)),
+    "qwen2_mha_bias_untied": ("qwen2", dict(
+        num_attention_heads=2, num_key_value_heads=2,
+        tie_word_embeddings=False)),
+    "gemma_mqa": ("gemma", dict(
+        num_attention_heads=4, num_key_value_heads=1, head_dim=20)),
+    "gemma2_softcap_window": ("gemma2", dict(
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
+        query_pre_attn_scalar=20, sliding_window=4,
+        num_hidden_layers=4)),
+    "gemma3_qknorm_window": ("gemma3_text", dict(
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        query_pre_attn_scalar=24, sliding_window=5, num_hidden_layers=4,
+        layer_types=["sliding_attention", "full_attention",
+                     "sliding_attention", "sliding_attention"],
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 8.0,
+                               "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default",
+                                  "rope_theta": 10000.0}})),
+}
+
+
+def make_tiny_hf_model(family: str, seed: int = 0, **overrides):
+  """A tiny random transformers model with non-trivial norms and biases."""
+  import torch
+  import transformers as tr
+
+  classes = {
+      "llama": (tr.LlamaConfig, tr.LlamaForCausalLM),
+      "qwen2": (tr.Qwen2Config, tr.Qwen2ForCausalLM),
+      "gemma": (tr.GemmaConfig, tr.GemmaForCausalLM),
+      "gemma2": (tr.Gemma2Config, tr.Gemma2ForCausalLM),
+      "gemma3_text": (tr.Gemma3TextConfig, tr.Gemma3ForCausalLM),
+  }
+  cfg_cls, model_cls = classes[family]
+  kwargs = dict(vocab_size=101, hidden_size=48, intermediate_size=96,
+                num_hidden_layers=3, max_position_embeddings=64,
+                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+  kwargs.update(overrides)
+  cfg = cfg_cls(**kwargs)
+  cfg._attn_implementation = "eager"
+  torch.manual_seed(seed)
+  model = model_cls(cfg).eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "norm" in name:  # random norm weights: the (1 + w) offset matters
+        p.normal_(0.0, 0.3)
+      elif name.endswith("bias"):
+        p.normal_(0.0, 0.2)
+      else:
+        p.normal_(0.0, 0.15)
+  model.set_attn_implementation("eager")
+  return model
+
+
+@pytest.fixture
+def rng():
+  return np.random.RandomState(0)
