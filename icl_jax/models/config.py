@@ -161,8 +161,8 @@ _FAMILY_KEYS = {
 SUPPORTED_FAMILIES = tuple(_FAMILY_KEYS)
 
 
-def _require(d, key, allowed, family):
-  v = d.get(key)
+def _require(d, key, allowed, family, default=None):
+  v = d.get(key, default)
   if v not in allowed:
     raise UnsupportedConfigError(
         f"{family}: unsupported value {key}={v!r} (supported: {allowed})"
@@ -304,7 +304,7 @@ def config_from_hf(d: dict[str, Any]) -> DecoderConfig:
         f"{family}: unsupported use_bidirectional_attention=True")
 
   if family in ("llama", "qwen2"):
-    _require(d, "hidden_act", ("silu",), family)
+    _require(d, "hidden_act", ("silu",), family, default="silu")  # HF default
     if family == "llama":
       if d.get("mlp_bias"):
         raise UnsupportedConfigError("llama: unsupported mlp_bias=True")

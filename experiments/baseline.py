@@ -1,0 +1,274 @@
+"""exp1: baseline k-shot ICL accuracy per task (protocol section 8.1).
+
+For every task: k fixed demos (k=5), the first RNG call's n test inputs, one
+greedy generation per prompt, scored twice:
+
+* faithful: D1 extraction (``text.split("\\n")[0].strip()``) + the study's
+  scorer (artifacts included) -- comparable with protocol section 9.1;
+* strict: exact answer after strip + first line, no fallbacks.
+
+Writes ``<out_dir>/baseline/results.jsonl`` (one object per task; a re-run
+skips tasks already there), ``summary.json`` and ``baseline.png``.
+
+  python experiments/baseline.py --model=gemma3-270m --n=50
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from icl_jax.analysis import stats
+from icl_jax.tasks import BASELINE_TASKS
+from icl_jax.tasks import extract_d1
+from icl_jax.tasks import get_task
+from icl_jax.tasks import make_episodes
+from icl_jax.tasks import scoring
+
+EXPERIMENT = "baseline"
+PASS_THRESHOLD = 0.85  # the original's passes_threshold
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines the script's flags (only when run as a script, so importing
+  this module from tests or other scripts never clashes on flag names)."""
+  flags.DEFINE_string("model", "gemma3-270m",
+                      "Model name or path (icl_jax.load).")
+  flags.DEFINE_integer("n", 50, "Test inputs per task.")
+  flags.DEFINE_list("tasks", list(BASELINE_TASKS), "Tasks to evaluate.")
+  flags.DEFINE_string("out_dir", "runs", "Run directory.")
+  flags.DEFINE_integer("max_new_tokens", 30,
+                       "Generation budget (original: 30).")
+  flags.DEFINE_enum("mode", "faithful", ["faithful", "aligned"],
+                    "Protocol mode recorded with the results. The baseline "
+                    "has no positions; aligned mode additionally allows "
+                    "sampled demos (--demo_mode).")
+  flags.DEFINE_integer("k", 5, "Demos per prompt.")
+  flags.DEFINE_enum("demo_mode", "fixed",
+                    ["fixed", "sampled", "sampled_shared"],
+                    "fixed = the study's fixed demo lists (required in "
+                    "faithful mode); sampled = seeded, disjoint from the "
+                    "query.")
+  flags.DEFINE_integer("demo_seed", 0, "Seed of sampled demos.")
+  flags.DEFINE_string("dtype", None, "Model dtype (float32 / bfloat16).")
+
+
+def _key(rec: dict) -> tuple:
+  return (rec["experiment"], rec["model"], rec["mode"], rec["source_task"],
+          rec["target_task"], rec["condition"], rec["n"], rec.get("k", 5),
+          rec.get("demo_mode", "fixed"))
+
+
+def read_results(path: Path) -> list[dict]:
+  if not path.exists():
+    return []
+  with path.open() as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def evaluate_task(lm, model_name: str, task_name: str, n: int, k: int,
+                  max_new_tokens: int, mode: str, demo_mode: str = "fixed",
+                  demo_seed: int = 0) -> dict:
+  """Runs one task and returns its results.jsonl record."""
+  task = get_task(task_name)  # fresh Random(42): first RNG call
+  episodes = make_episodes(task, n, k=k, demo_mode=demo_mode, seed=demo_seed)
+  prompts = [e.prompt().text for e in episodes]
+  t0 = time.perf_counter()
+  outputs = lm.generate(prompts, max_new_tokens=max_new_tokens)
+  gen_s = time.perf_counter() - t0
+  counts = {scoring.CORRECT: 0, scoring.INCORRECT: 0, scoring.MALFORMED: 0}
+  n_strict, examples = 0, []
+  for ep, out in zip(episodes, outputs):
+    d1 = extract_d1(out)
+    try:
+      outcome = task.judge(d1, ep.query)
+    except Exception:  # pylint: disable=broad-except
+      outcome = scoring.INCORRECT
+    counts[outcome] += 1
+    ok_strict = task.is_correct_strict(out, ep.query)
+    n_strict += ok_strict
+    examples.append({
+        "query": ep.query, "output": out, "output_d1": d1,
+        "expected_source": ep.expected, "expected_target": ep.expected,
+        "correct_faithful": outcome == scoring.CORRECT,
+        "correct_strict": bool(ok_strict),
+    })
+  acc = counts[scoring.CORRECT] / n
+  acc_strict = n_strict / n
+  return {
+      "experiment": EXPERIMENT, "model": model_name, "mode": mode,
+      "source_task": task_name, "target_task": task_name, "layer": None,
+      "condition": "baseline", "n": n, "k": k, "demo_mode": demo_mode,
+      "max_new_tokens": max_new_tokens,
+      "accuracy_faithful": acc, "accuracy_strict": acc_strict,
+      "ci_faithful_wilson": list(stats.wilson_interval(counts["correct"], n)),
+      "ci_strict_wilson": list(stats.wilson_interval(n_strict, n)),
+      "correct": counts[scoring.CORRECT],
+      "incorrect": counts[scoring.INCORRECT],
+      "malformed": counts[scoring.MALFORMED],
+      "passes_threshold": acc >= PASS_THRESHOLD,
+      "transfer": 0.0, "preserve": acc, "neither": 1.0 - acc,
+      "preserve_strict": acc_strict,
+      "generate_seconds": gen_s, "examples": examples,
+  }
+
+
+def plot(records: Sequence[dict], path: Path, title: str) -> None:
+  """Grouped bars: faithful vs strict accuracy per task."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+
+  names = [r["source_task"] for r in records]
+  x = np.arange(len(names))
+  fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 4))
+  ax.bar(x - 0.2, [r["accuracy_faithful"] for r in records], 0.4,
+         label="faithful (D1)")
+  ax.bar(x + 0.2, [r["accuracy_strict"] for r in records], 0.4,
+         label="strict")
+  ax.axhline(PASS_THRESHOLD, color="gray", lw=0.8, ls="--")
+  ax.set_xticks(x, names, rotation=45, ha="right")
+  ax.set_ylim(0, 1.05)
+  ax.set_ylabel("accuracy")
+  ax.set_title(title)
+  ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _versions() -> dict:
+  import importlib.metadata as md
+
+  out = {"python": platform.python_version()}
+  for pkg in ("icl_jax", "jax", "jaxlib", "flax", "numpy", "transformers",
+              "tokenizers"):
+    try:
+      out[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      out[pkg] = None
+  return out
+
+
+def _device() -> str:
+  try:
+    import jax
+    return ", ".join(str(d) for d in jax.devices())
+  except Exception:  # pylint: disable=broad-except
+    return "unknown"
+
+
+def validate(tasks: Sequence[str], mode: str, demo_mode: str) -> None:
+  """Raises on unknown task names or a sampled-demo faithful run."""
+  if mode == "faithful" and demo_mode != "fixed":
+    raise ValueError("faithful mode uses the study's fixed demos; "
+                     "use --mode=aligned for sampled demos")
+  for name in tasks:
+    get_task(name)  # UnknownTaskError lists the known names
+
+
+def pending_tasks(model_name: str, tasks: Sequence[str], n: int,
+                  out_dir: str, mode: str = "faithful", k: int = 5,
+                  demo_mode: str = "fixed") -> list[str]:
+  """Tasks of this configuration not yet in results.jsonl."""
+  path = Path(out_dir) / EXPERIMENT / "results.jsonl"
+  done = {_key(r) for r in read_results(path)}
+  return [
+      name for name in tasks
+      if _key({"experiment": EXPERIMENT, "model": model_name, "mode": mode,
+               "source_task": name, "target_task": name,
+               "condition": "baseline", "n": n, "k": k,
+               "demo_mode": demo_mode}) not in done
+  ]
+
+
+def run(lm, model_name: str, tasks: Sequence[str], n: int, out_dir: str,
+        max_new_tokens: int = 30, mode: str = "faithful", k: int = 5,
+        demo_mode: str = "fixed", demo_seed: int = 0,
+        load_seconds: float | None = None) -> list[dict]:
+  """Evaluates ``tasks``, skipping finished ones; returns this config's rows."""
+  validate(tasks, mode, demo_mode)
+  d = Path(out_dir) / EXPERIMENT
+  d.mkdir(parents=True, exist_ok=True)
+  results_path = d / "results.jsonl"
+  todo = pending_tasks(model_name, tasks, n, out_dir, mode, k, demo_mode)
+  timings = {}
+  for name in tasks:
+    if name not in todo:
+      logging.info("skip %s (already in %s)", name, results_path)
+      timings[name] = "resumed"
+      continue
+    t0 = time.perf_counter()
+    rec = evaluate_task(lm, model_name, name, n, k, max_new_tokens, mode,
+                        demo_mode, demo_seed)
+    timings[name] = round(time.perf_counter() - t0, 3)
+    with results_path.open("a") as f:
+      f.write(json.dumps(rec) + "\n")
+    logging.info("%-20s faithful %.2f strict %.2f (%.1fs)", name,
+                 rec["accuracy_faithful"], rec["accuracy_strict"],
+                 timings[name])
+  latest = {}  # key -> last record written for it
+  for r in read_results(results_path):
+    latest[_key(r)] = r
+  rows = [r for r in latest.values()
+          if r["model"] == model_name and r["mode"] == mode and r["n"] == n
+          and r.get("k", 5) == k and r.get("demo_mode", "fixed") == demo_mode
+          and r["source_task"] in tasks]
+  rows.sort(key=lambda r: list(tasks).index(r["source_task"]))
+  summary = {
+      "experiment": EXPERIMENT, "model": model_name, "mode": mode,
+      "tasks": list(tasks), "n": n, "k": k, "demo_mode": demo_mode,
+      "max_new_tokens": max_new_tokens,
+      "seeds": {"task_rng": 42, "test_inputs": "first RNG call per task",
+                "demo_seed": demo_seed if demo_mode != "fixed" else None},
+      "decoding": "greedy; faithful = D1 extraction, strict = strip + first "
+                  "line; generation stops at the end of the first line",
+      "versions": _versions(), "device": _device(),
+      "timings_s": {"load": load_seconds, "per_task": timings},
+      "command": " ".join(sys.argv),
+      "accuracy": {r["source_task"]: {"faithful": r["accuracy_faithful"],
+                                      "strict": r["accuracy_strict"]}
+                   for r in rows},
+  }
+  (d / "summary.json").write_text(json.dumps(summary, indent=1))
+  if rows:
+    plot(rows, d / "baseline.png",
+         f"exp1 baseline {model_name} ({mode}, {k}-shot, n={n})")
+  return rows
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  import icl_jax
+
+  validate(FLAGS.tasks, FLAGS.mode, FLAGS.demo_mode)
+  load_s, lm = None, None
+  if pending_tasks(FLAGS.model, FLAGS.tasks, FLAGS.n, FLAGS.out_dir,
+                   FLAGS.mode, FLAGS.k, FLAGS.demo_mode):
+    t0 = time.perf_counter()
+    lm = icl_jax.load(FLAGS.model, dtype=FLAGS.dtype)
+    load_s = time.perf_counter() - t0
+  else:
+    logging.info("every task is already in results.jsonl; not loading")
+  rows = run(lm, FLAGS.model, FLAGS.tasks, FLAGS.n, FLAGS.out_dir,
+             FLAGS.max_new_tokens, FLAGS.mode, FLAGS.k, FLAGS.demo_mode,
+             FLAGS.demo_seed, load_seconds=load_s)
+  for r in rows:
+    print(f"{r['source_task']:20s} faithful {r['accuracy_faithful']:.2f}  "
+          f"strict {r['accuracy_strict']:.2f}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
