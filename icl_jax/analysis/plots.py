@@ -25,7 +25,10 @@ def transfer_by_layer(rows, path, title: str = "", metric: str = "transfer",
     lines = defaultdict(list)
     for r in rows:
       if (r["source_task"], r["target_task"]) == (s, t):
-        lines[(r["mode"], r["condition"])].append((r["layer"], r[metric]))
+        cond = r["condition"]
+        if r.get("timing", "prefill") != "prefill":
+          cond += f"/{r['timing']}"
+        lines[(r["mode"], cond)].append((r["layer"], r[metric]))
     for (mode, cond), pts in sorted(lines.items()):
       pts.sort()
       ax.plot([p[0] for p in pts], [p[1] for p in pts],
