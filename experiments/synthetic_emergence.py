@@ -1,0 +1,294 @@
+r"""Synthetic encoder-decoder emergence study (Han et al. 2024, §3.3).
+
+Trains a GPT-2-style regressor on a mixture of 4 sparse linear regressions
+(or resumes the run in --run_dir), logging per-basis loss and TD per layer,
+then writes under --run_dir:
+
+  emergence.png         per-basis loss + TD per layer over training
+  projection.png        PCA 2-D of residuals at chosen layers and steps
+  mse_vs_examples.png   test MSE vs number of in-context examples + baselines
+  summary.json          config, final numbers, a table over steps, timing
+  log.json, config.json, checkpoints/, snapshots/   (from the trainer)
+
+Examples:
+
+  # The paper's configuration (12L/8H/d256, batch 128, 80K steps, lr 1e-4):
+  python -m experiments.synthetic_emergence --run_dir=runs/synthetic_paper
+
+  # The reduced CPU run documented in BUILD_NOTES.md:
+  python -m experiments.synthetic_emergence --preset=reduced \
+      --run_dir=runs/synthetic_reduced --batch_size=64 --num_steps=6000 ...
+
+  # Re-plot only / measure the step time of a configuration:
+  python -m experiments.synthetic_emergence --run_dir=... --plot_only
+  python -m experiments.synthetic_emergence --run_dir=... --measure_step_time=5
+
+Re-running with the same --run_dir resumes from the latest checkpoint; a
+--run_dir made with different (non-schedule) settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+from absl import app
+from absl import flags
+from absl import logging
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("run_dir", "runs/synthetic_emergence", "Run directory.")
+flags.DEFINE_enum("preset", "paper", ["paper", "reduced", "tiny"],
+                  "Model size preset (see icl_jax.synthetic.PRESETS).")
+flags.DEFINE_integer("n_layers", None, "Override the preset's layer count.")
+flags.DEFINE_integer("n_heads", None, "Override the preset's head count.")
+flags.DEFINE_integer("d_model", None, "Override the preset's width.")
+flags.DEFINE_integer("n_dims", 16, "Input dimension D.")
+flags.DEFINE_integer("n_bases", 4, "Number of sparsity bases (latent tasks).")
+flags.DEFINE_integer("basis_rank", 4, "Active dims per basis.")
+flags.DEFINE_integer("n_points", 20, "(x, y) pairs per sequence.")
+flags.DEFINE_float("noise_var", 0.01, "Noise variance.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("num_steps", 80_000, "Total optimizer steps.")
+flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
+flags.DEFINE_float("b1", 0.9, "Adam beta1.")
+flags.DEFINE_float("b2", 0.9999, "Adam beta2.")
+flags.DEFINE_integer("seed", 0, "Seed (init, data, eval sets).")
+flags.DEFINE_integer("steps_per_epoch", 800, "Assumed steps per 'epoch'.")
+flags.DEFINE_integer("n_test_per_basis", 250, "Test sequences per basis.")
+flags.DEFINE_integer("n_td_per_basis", 100, "TD/projection samples per basis.")
+flags.DEFINE_integer("td_k", 10, "k of the kNN TD.")
+flags.DEFINE_integer("log_every", 100, "Train-loss logging interval.")
+flags.DEFINE_integer("eval_every", 800, "Eval (test MSE + TD) interval.")
+flags.DEFINE_integer("ckpt_every", 4000, "Checkpoint interval.")
+flags.DEFINE_integer("max_to_keep", 2, "Checkpoints kept.")
+flags.DEFINE_integer("steps_per_call", 1, "Optimizer steps per jitted call.")
+flags.DEFINE_list("snapshot_steps", ["0", "16000", "80000"],
+                  "Steps whose TD-set residuals are saved for the projection.")
+flags.DEFINE_list("projection_steps", None,
+                  "Snapshot steps to show in projection.png (default: all).")
+flags.DEFINE_list("projection_layers", None,
+                  "Residual indices to project (default: 5 = the paper's "
+                  "layer 5, or the last layer, plus the best-TD layer).")
+flags.DEFINE_enum("td_position", "y", ["y", "x"],
+                  "Token for TD/projection plots: y_K (Fig. 2) or x_K.")
+flags.DEFINE_integer("stop_at", None, "Stop (checkpointed) at this step.")
+flags.DEFINE_float("max_seconds", None, "Stop (checkpointed) after this long.")
+flags.DEFINE_bool("plot_only", False, "Only plot an existing run dir.")
+flags.DEFINE_integer("measure_step_time", 0,
+                     "If > 0: time this many steps of the config and exit.")
+flags.DEFINE_bool("progress", True, "tqdm progress bar.")
+
+
+def build_config():
+  from icl_jax import synthetic as syn  # noqa: PLC0415
+
+  task = syn.TaskConfig(
+      n_dims=FLAGS.n_dims,
+      n_bases=FLAGS.n_bases,
+      basis_rank=FLAGS.basis_rank,
+      n_points=FLAGS.n_points,
+      noise_var=FLAGS.noise_var,
+  )
+  base = syn.PRESETS[FLAGS.preset]
+  overrides = {
+      k: getattr(FLAGS, k)
+      for k in ("n_layers", "n_heads", "d_model")
+      if getattr(FLAGS, k) is not None
+  }
+  import dataclasses  # noqa: PLC0415
+
+  model = dataclasses.replace(
+      base, n_dims=task.n_dims, n_positions=task.seq_len, **overrides
+  )
+  return syn.TrainConfig(
+      model=model,
+      task=task,
+      batch_size=FLAGS.batch_size,
+      num_steps=FLAGS.num_steps,
+      learning_rate=FLAGS.learning_rate,
+      b1=FLAGS.b1,
+      b2=FLAGS.b2,
+      seed=FLAGS.seed,
+      steps_per_epoch=FLAGS.steps_per_epoch,
+      n_test_per_basis=FLAGS.n_test_per_basis,
+      n_td_per_basis=FLAGS.n_td_per_basis,
+      td_k=FLAGS.td_k,
+      log_every=FLAGS.log_every,
+      eval_every=FLAGS.eval_every,
+      ckpt_every=FLAGS.ckpt_every,
+      max_to_keep=FLAGS.max_to_keep,
+      snapshot_steps=tuple(int(s) for s in FLAGS.snapshot_steps),
+      steps_per_call=FLAGS.steps_per_call,
+  )
+
+
+def summarize(log, td_position="y", n_rows=12):
+  """A compact table over evaluated steps + headline numbers."""
+  import numpy as np  # noqa: PLC0415
+
+  ev = sorted(log["eval"], key=lambda e: e["step"])
+  nb = log["config"]["task"]["n_bases"]
+  idx = np.unique(np.linspace(0, len(ev) - 1, min(n_rows, len(ev))).astype(int))
+  rows = []
+  for i in idx:
+    e = ev[i]
+    td = e[f"td_{td_position}"]
+    rows.append({
+        "step": e["step"],
+        "epoch": e["epoch"],
+        "mse_per_basis": [round(x, 4) for x in e["mse_per_basis"]],
+        "mse": round(e["mse"], 4),
+        f"td_{td_position}": [round(x, 3) for x in td],
+        "td_max": round(max(td), 3),
+        "td_argmax_layer": int(np.argmax(td)),
+    })
+    per_basis = e.get(f"td_{td_position}_per_basis")
+    if per_basis is not None:
+      rows[-1]["td_per_basis_at_argmax"] = [
+          round(x, 3) for x in per_basis[int(np.argmax(td))]]
+  td_all = np.array([e[f"td_{td_position}"] for e in ev])
+  first_above = {}
+  for layer in range(td_all.shape[1]):
+    hit = np.nonzero(td_all[:, layer] >= 0.5)[0]
+    first_above[layer] = int(ev[hit[0]]["step"]) if len(hit) else None
+  segments = log.get("segments", [])
+  return {
+      "param_count": log.get("param_count"),
+      "chance_td": 1.0 / nb,
+      "final": rows[-1] if rows else None,
+      "table": rows,
+      "first_step_td_ge_0.5_by_layer": first_above,
+      "train_seconds_total": sum(s.get("train_s", 0.0) for s in segments),
+      "wall_seconds_total": sum(s.get("wall_s", 0.0) for s in segments),
+      "steps_done": max((s["end_step"] for s in segments), default=0),
+      "segments": segments,
+  }
+
+
+def permutation_null(snaps, td_position, k, n_perm=50, seed=0):
+  """95th percentile of TD per layer with shuffled labels, per snapshot.
+
+  The kNN TD of structureless or low-dimensional features scatters widely
+  around 1/n_bases (neighbourhoods overlap), so "above chance" is judged
+  against this band rather than against 0.25 alone.
+  """
+  import numpy as np  # noqa: PLC0415
+
+  from icl_jax.synthetic import knn_task_decodability  # noqa: PLC0415
+
+  rng = np.random.default_rng(seed)
+  out = {}
+  for snap in snaps:
+    feats = np.asarray(snap[f"feat_{td_position}"])
+    labels = np.asarray(snap["labels"])
+    null = np.stack([
+        np.asarray(knn_task_decodability(feats, rng.permutation(labels), k=k))
+        for _ in range(n_perm)
+    ])  # [n_perm, L+1]
+    out[int(snap["step"])] = np.quantile(
+        null.astype(np.float64), 0.95, axis=0).round(3).tolist()
+  return out
+
+
+def make_plots(run_dir: Path, config, log):
+  import numpy as np  # noqa: PLC0415
+
+  from icl_jax import synthetic as syn  # noqa: PLC0415
+  from icl_jax.synthetic import plots  # noqa: PLC0415
+
+  out = {}
+  out["emergence"] = str(plots.plot_emergence(
+      log, run_dir / "emergence.png", td_position=FLAGS.td_position,
+      title=(f"{config.model.n_layers}L/{config.model.n_heads}H/"
+             f"d{config.model.d_model}, batch {config.batch_size}, "
+             f"lr {config.learning_rate:g}, seed {config.seed}"),
+  ))
+  snaps = plots.load_snapshots(
+      run_dir,
+      steps=[int(x) for x in FLAGS.projection_steps]
+      if FLAGS.projection_steps else None,
+  )
+  if snaps:
+    n_res = config.model.n_layers + 1
+    if FLAGS.projection_layers:
+      layers = [int(x) for x in FLAGS.projection_layers]
+    else:
+      last = log["eval"][-1][f"td_{FLAGS.td_position}"]
+      layers = sorted({min(5, n_res - 1), int(np.argmax(last))})
+    layers = [layer for layer in layers if 0 <= layer < n_res]
+    out["projection"] = str(plots.plot_projection(
+        snaps, layers, run_dir / "projection.png", config.steps_per_epoch,
+        position=FLAGS.td_position,
+    ))
+  null = permutation_null(plots.load_snapshots(run_dir), FLAGS.td_position,
+                          config.td_k)
+  test, _ = syn.eval_sets(config)
+  baselines = syn.baseline_mse_by_index(test, config.task)
+  ev_steps = sorted(e["step"] for e in log["eval"])
+  pick = sorted({ev_steps[int(round(f * (len(ev_steps) - 1)))]
+                 for f in (0, 0.25, 0.5, 0.75, 1.0)})
+  out["mse_vs_examples"] = str(plots.plot_mse_vs_examples(
+      log, baselines, run_dir / "mse_vs_examples.png", steps=pick,
+  ))
+  return out, {k: np.asarray(v).round(4).tolist()
+               for k, v in baselines.items()}, null
+
+
+def main(argv):
+  del argv
+  import jax  # noqa: PLC0415
+
+  from icl_jax import synthetic as syn  # noqa: PLC0415
+
+  run_dir = Path(FLAGS.run_dir)
+  if FLAGS.plot_only:
+    config = syn.load_config(run_dir)
+  else:
+    config = build_config()
+
+  if FLAGS.measure_step_time > 0:
+    res = syn.measure_step_time(config, n_steps=FLAGS.measure_step_time)
+    res.update(model=config.model.__dict__, batch_size=config.batch_size,
+               num_steps=config.num_steps, cpu=platform.processor(),
+               jax=jax.__version__)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "step_time.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+    return
+
+  if FLAGS.plot_only:
+    log = json.loads((run_dir / "log.json").read_text())
+  else:
+    t0 = time.perf_counter()
+    result = syn.train(
+        config, run_dir, progress=FLAGS.progress, stop_at=FLAGS.stop_at,
+        max_seconds=FLAGS.max_seconds,
+    )
+    logging.info("trained to step %d in %.1fs (resumed from %s)",
+                 result.step, time.perf_counter() - t0, result.resumed_from)
+    log = result.log
+
+  figs, baselines, null = make_plots(run_dir, config, log)
+  summary = summarize(log, td_position=FLAGS.td_position)
+  summary.update(
+      figures=figs,
+      baselines_mse_by_index=baselines,
+      td_permutation_null_q95_by_snapshot=null,
+      td_position=FLAGS.td_position,
+      config=config.to_dict(),
+      versions={"jax": jax.__version__, "python": platform.python_version()},
+      device=str(jax.devices()[0]),
+  )
+  (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+  final = summary["final"]
+  if final:
+    print(json.dumps({k: final[k] for k in final}, indent=None))
+  print("figures:", json.dumps(figs))
+
+
+if __name__ == "__main__":
+  app.run(main)
