@@ -26,7 +26,9 @@ on the training rows (population std; constant features get scale 1) before
 the penalty, i.e. the pipeline ``StandardScaler() -> LogisticRegression``.
 
 Optimiser: ``optax.lbfgs`` (zoom line search) in a ``lax.while_loop`` that
-stops when the gradient's L2 norm is below ``tol`` or after ``max_iter``
+stops when the gradient's L2 norm (or, with ``tol_norm="max"``, its largest
+absolute component: scikit-learn's lbfgs ``gtol`` rule) is below ``tol`` or
+after ``max_iter``
 iterations. Under ``vmap`` the loop runs until every slice has stopped; slices
 that stopped earlier are frozen (JAX selects their old state), so a batched fit
 equals the one-slice fit up to floating-point reassociation.
@@ -103,7 +105,15 @@ def _standardization(x, weight, standardize: bool):
   return mean, jnp.where(constant, 1.0, jnp.sqrt(var))
 
 
-def _fit_one(x, y1h, weight, l2, *, standardize, max_iter, tol, memory_size):
+def _grad_size(grad, tol_norm: str):
+  if tol_norm == "max":
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(g))
+                              for g in jax.tree_util.tree_leaves(grad)]))
+  return otu.tree_norm(grad)
+
+
+def _fit_one(x, y1h, weight, l2, *, standardize, max_iter, tol, memory_size,
+             tol_norm="l2"):
   """Fits one slice. x ``[M, D]``, y1h ``[M, C]``, weight ``[M]`` 0/1."""
   mean, scale = _standardization(x, weight, standardize)
   z = (x - mean) / scale  # [M, D]
@@ -131,7 +141,7 @@ def _fit_one(x, y1h, weight, l2, *, standardize, max_iter, tol, memory_size):
   def cond(carry):
     _, state = carry
     k = otu.tree_get(state, "count")
-    gnorm = otu.tree_norm(otu.tree_get(state, "grad"))
+    gnorm = _grad_size(otu.tree_get(state, "grad"), tol_norm)
     return (k == 0) | ((k < max_iter) & (gnorm >= tol))
 
   params, state = jax.lax.while_loop(cond, body, (params, opt.init(params)))
@@ -151,9 +161,10 @@ def _logits(probe: LogisticProbe, x):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("num_classes", "standardize", "max_iter", "memory_size"))
+    static_argnames=("num_classes", "standardize", "max_iter", "memory_size",
+                     "tol_norm"))
 def _fit_and_predict(x, labels, weights, l2, tol, *, num_classes, standardize,
-                     max_iter, memory_size):
+                     max_iter, memory_size, tol_norm="l2"):
   """The one compiled program: fits ``[S, G]`` probes and predicts all rows.
 
   Args:
@@ -170,7 +181,7 @@ def _fit_and_predict(x, labels, weights, l2, tol, *, num_classes, standardize,
   y1h = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [M, C]
   fit = functools.partial(
       _fit_one, standardize=standardize, max_iter=max_iter, tol=tol,
-      memory_size=memory_size)
+      memory_size=memory_size, tol_norm=tol_norm)
   fit_all_slices = jax.vmap(fit, in_axes=(0, None, None, None))  # over G
 
   def one_split(args):
@@ -181,6 +192,11 @@ def _fit_and_predict(x, labels, weights, l2, tol, *, num_classes, standardize,
 
   # Sequential over splits: bounds memory at one standardised [G, M, D] copy.
   return jax.lax.map(one_split, (weights.astype(jnp.float32), l2))
+
+
+def _check_tol_norm(tol_norm: str) -> None:
+  if tol_norm not in ("l2", "max"):
+    raise ValueError(f"tol_norm must be 'l2' or 'max', got {tol_norm!r}")
 
 
 def _resolve_l2(l2, c, n_train: np.ndarray) -> np.ndarray:
@@ -214,6 +230,7 @@ def fit_logistic(
     max_iter: int = 500,
     tol: float = 1e-5,
     memory_size: int = 10,
+    tol_norm: str = "l2",
 ) -> LogisticProbe:
   """Fits one multinomial logistic probe per slice, all slices in one program.
 
@@ -229,6 +246,8 @@ def fit_logistic(
     max_iter: L-BFGS iteration cap.
     tol: stop when the gradient L2 norm is below this.
     memory_size: L-BFGS history length.
+    tol_norm: "l2" (default) or "max" (largest absolute gradient component,
+      scikit-learn's lbfgs ``gtol`` rule).
 
   Returns:
     A :class:`LogisticProbe` with leading axis ``[G]`` (none for ``[M, D]``
@@ -241,9 +260,11 @@ def fit_logistic(
   mask = np.ones((1, m), bool) if train_mask is None else np.asarray(
       train_mask, bool).reshape(1, m)
   l2_arr = _resolve_l2(l2, C, mask.sum(axis=1))
+  _check_tol_norm(tol_norm)
   probe, _ = _fit_and_predict(
       x, labels, mask, l2_arr, jnp.float32(tol), num_classes=num_classes,
-      standardize=standardize, max_iter=max_iter, memory_size=memory_size)
+      standardize=standardize, max_iter=max_iter, memory_size=memory_size,
+      tol_norm=tol_norm)
   probe = jax.tree.map(lambda a: a[0], probe)  # drop the split axis
   return jax.tree.map(lambda a: a[0], probe) if single else probe
 
@@ -320,3 +341,50 @@ def evaluate_logistic(
   result = evaluation.evaluate_predictions(
       np.asarray(preds), ids, test_mask, classes, z=z)
   return (result, probes) if return_probes else result
+
+
+def fit_predict(
+    features,
+    labels,
+    train_masks,
+    *,
+    num_classes: int | None = None,
+    l2: float | None = None,
+    C: float | None = None,  # pylint: disable=invalid-name
+    standardize: bool = True,
+    max_iter: int = 500,
+    tol: float = 1e-5,
+    memory_size: int = 10,
+    tol_norm: str = "l2",
+):
+  """Fits ``[S, G]`` probes for S arbitrary training masks in one program.
+
+  Unlike :func:`evaluate_logistic`, the masks need not come with disjoint
+  test sets: e.g. k cross-validation folds plus one all-rows mask give
+  held-out *and* training accuracy from a single compiled program.
+
+  Args:
+    features: ``[G, M, D]`` (or ``[M, D]``).
+    labels: ``[M]`` int class indices in ``[0, num_classes)``.
+    train_masks: ``[S, M]`` bool.
+    num_classes, l2, C, standardize, max_iter, tol, memory_size, tol_norm:
+      as in :func:`fit_logistic` (``C`` is converted per mask with its row
+      count).
+
+  Returns:
+    ``(probes [S, G], predictions [S, G, M] int32)`` for every row.
+  """
+  x, _ = _as_slices(features)
+  labels = np.asarray(labels, dtype=np.int32)
+  num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+  masks = np.asarray(train_masks, bool)
+  if masks.ndim != 2 or masks.shape[1] != x.shape[1]:
+    raise ValueError(f"train_masks must be [S, M={x.shape[1]}], got "
+                     f"{masks.shape}")
+  l2_arr = _resolve_l2(l2, C, masks.sum(axis=1))
+  _check_tol_norm(tol_norm)
+  probes, preds = _fit_and_predict(
+      x, labels, masks, l2_arr, jnp.float32(tol), num_classes=num_classes,
+      standardize=standardize, max_iter=max_iter, memory_size=memory_size,
+      tol_norm=tol_norm)
+  return probes, np.asarray(preds)

@@ -1,0 +1,130 @@
+r"""exp14: demo-count ablation, k = 1..5 demos in every prompt.
+
+    python experiments/demo_ablation.py --model=gemma3-270m --n=15
+
+  Part A: clean accuracy of every task with k demos (D3).
+  Part B: single-position transplant at `last_demo_token` with k demos in
+          both source and target prompts (pairs uppercase->sentiment,
+          linear_2x->first_letter, pattern_completion->repeat_word).
+  Part C: nearest-centroid probe of the task identity at the first query
+          token (8 tasks x N prompts, 5 stratified 80/20 splits, seed 42),
+          written to <out_dir>/demo_ablation_probe/.
+
+faithful: the study's positions, Part B with the D2 decoder, faithful
+scorers. aligned: layout positions (last demo's final answer token, first
+query-value token), Part B with prefill decoding (patched K/V persist),
+strict scorers. Each (part, k) uses fresh Task objects (the first RNG call
+of each task; the original's call order across parts is not documented).
+`--layers=study`: Part B at 14 of 28, Part C at 12 of 28 (scaled); default:
+every layer for both.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import common  # noqa: E402
+
+EXP14_PAIRS = (("uppercase", "sentiment"), ("linear_2x", "first_letter"),
+               ("pattern_completion", "repeat_word"))
+CORE = ["uppercase", "first_letter", "repeat_word", "length", "linear_2x",
+        "sentiment", "antonym", "pattern_completion"]
+common.define_common_flags(default_pairs=EXP14_PAIRS, default_n=15)
+flags.DEFINE_list("ks", ["1", "2", "3", "4", "5"], "demo counts")
+flags.DEFINE_list("tasks", CORE, "Part A and Part C tasks")
+flags.DEFINE_list("parts", ["A", "B", "C"], "parts to run")
+flags.DEFINE_enum("timing", "study", ["study", "first_token", "prefill"],
+                  "Part B decoder: study = D2 in faithful, prefill in aligned")
+F = flags.FLAGS
+EXPERIMENT = "demo_ablation"
+
+
+def main(argv):
+  del argv
+  from absl import logging as absl_logging
+
+  from icl_jax.interventions import ablation, runner, single_position as sp
+  from icl_jax.interventions.heatmaps import heatmap, pair_label
+
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  pairs = common.parse_pairs(F.pairs)
+  tasks = runner.parse_tasks(F.tasks)
+  parts = runner.check_choices(F.parts, ["A", "B", "C"], "--parts")
+  try:
+    ks = [int(k) for k in F.ks]
+  except ValueError as e:
+    raise ValueError(f"--ks {F.ks} are not integers") from e
+  if not ks or min(ks) < 1 or max(ks) > 5:
+    raise ValueError(f"--ks must be in 1..5 (the fixed demo lists), got {ks}")
+  modes = common.modes(F.mode)
+  if "C" in parts:
+    import math
+
+    m = F.n * len(tasks)
+    if min(math.ceil(0.2 * m), m - math.ceil(0.2 * m)) < len(tasks):
+      raise ValueError(
+          f"Part C: {m} prompts ({F.n} x {len(tasks)} tasks) leave fewer than "
+          f"one test/train prompt per task in an 80/20 split; raise --n or "
+          "drop C from --parts")
+  import icl_jax
+
+  lm = icl_jax.load(F.model, dtype=F.dtype)
+  layers_b = runner.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
+  layers_c = runner.parse_layers(F.layers, lm.n_layers,
+                                 "demo_ablation_probe")
+  config = dict(model=F.model, pairs=[list(p) for p in pairs], tasks=tasks,
+                parts=parts, ks=ks, layers_b=layers_b, layers_c=layers_c,
+                modes=modes, n=F.n, timing=F.timing, seed=F.seed,
+                max_new_tokens=F.max_new_tokens)
+  study = runner.Study(lm, experiment=EXPERIMENT, model=F.model,
+                       config=config, out_dir=F.out_dir,
+                       key_extra=("k", "part"),
+                       max_new_tokens=F.max_new_tokens)
+  probe = (runner.Study(lm, experiment=EXPERIMENT + "_probe", model=F.model,
+                        config=config, out_dir=F.out_dir, key_extra=("k",),
+                        progress=False) if "C" in parts else None)
+  n_units = len(ks) * len(modes) * (
+      len(tasks) * ("A" in parts) + len(pairs) * ("B" in parts) +
+      ("C" in parts))
+  study.start(n_units, unit="unit")
+  for k in ks:
+    if "A" in parts:
+      ablation.run_task_ablations(study, tasks=tasks, modes=modes, n=F.n,
+                                  k=k, plan=lambda mode, tp: [],
+                                  extra={"k": k, "part": "A"})
+    if "B" in parts:
+      sp.run_transplant(study, pairs=pairs, conditions=["last_demo_token"],
+                        layers=layers_b, modes=modes, n=F.n, k=k,
+                        seed=F.seed, timing=F.timing,
+                        extra={"k": k, "part": "B"})
+    if "C" in parts:
+      for mode in modes:
+        sp.run_probe(probe, tasks=tasks, layers=layers_c, mode=mode, n=F.n,
+                     k=k, engine=study.engine())
+        study.tick(note=f"{mode} probe k={k}")
+  rows = study.rows()
+  study.finish()
+  a = [r for r in rows if r.get("part") == "A"]
+  heatmap(a, study.path / "accuracy_by_k.png", x="k", y="target_task",
+          value="accuracy", panel=("mode",), xlabel="demos (k)",
+          title="Part A: clean accuracy with k demos")
+  b = [r for r in rows if r.get("part") == "B"]
+  heatmap(b, study.path / "transfer_by_k.png", x="k", y="layer",
+          value="transfer", panel=("mode", pair_label), xlabel="demos (k)",
+          ylabel="layer", title="Part B: single-position transfer")
+  if probe is not None:
+    prow = probe.finish()
+    heatmap(prow, probe.path / "probe_by_k.png", x="k", y="layer",
+            value="probe_accuracy", panel=("mode",), xlabel="demos (k)",
+            ylabel="layer", title="Part C: task probe at the first query "
+            "token (mean split accuracy)")
+  print(f"{len(rows)} rows under {study.path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

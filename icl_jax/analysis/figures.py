@@ -1,0 +1,167 @@
+"""Figures beyond transfer-by-layer: matrices, curves, scatter plots.
+
+All functions write a PNG (matplotlib, Agg backend) and return its path, or
+None when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path):
+  Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return Path(path)
+
+
+def short(name: str) -> str:
+  return {"pattern_completion": "pattern", "first_letter": "first_let",
+          "sentiment_goodbad": "sent_gb", "sentiment_symbol": "sent_sym",
+          "repeat_word": "repeat_w"}.get(name, name)
+
+
+def _draw_matrix(ax, m, rows, cols, vmin, vmax, cmap, annotate=True):
+  im = ax.imshow(np.ma.masked_invalid(m), vmin=vmin, vmax=vmax, cmap=cmap)
+  ax.set_xticks(range(len(cols)))
+  ax.set_xticklabels([short(c) for c in cols], rotation=60, ha="right",
+                     fontsize=7)
+  ax.set_yticks(range(len(rows)))
+  ax.set_yticklabels([short(r) for r in rows], fontsize=7)
+  if annotate and m.size <= 144:
+    for i in range(m.shape[0]):
+      for j in range(m.shape[1]):
+        if np.isfinite(m[i, j]):
+          v = m[i, j]
+          ax.text(j, i, f"{v:.2f}".lstrip("0") if 0 <= v < 1 else f"{v:.1f}",
+                  ha="center", va="center", fontsize=6,
+                  color="white" if (v - vmin) < 0.5 * (vmax - vmin) else
+                  "black")
+  return im
+
+
+def heatmap(matrix, row_labels: Sequence[str], col_labels: Sequence[str],
+            path, title: str = "", vmin: float = 0.0, vmax: float = 1.0,
+            cmap: str = "viridis", xlabel: str = "target",
+            ylabel: str = "source"):
+  m = np.asarray(matrix, float)
+  if m.size == 0:
+    return None
+  fig, ax = plt.subplots(figsize=(1.0 + 0.55 * m.shape[1],
+                                  1.0 + 0.5 * m.shape[0]))
+  im = _draw_matrix(ax, m, row_labels, col_labels, vmin, vmax, cmap)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+  if title:
+    ax.set_title(title, fontsize=9)
+  return _save(fig, path)
+
+
+def heatmap_grid(matrices: Mapping[str, np.ndarray], row_labels, col_labels,
+                 path, title: str = "", vmin: float = 0.0, vmax: float = 1.0,
+                 cmap: str = "viridis", ncol: int = 6):
+  """Small multiples: one matrix per panel (e.g. one per layer)."""
+  items = list(matrices.items())
+  if not items:
+    return None
+  ncol = min(ncol, len(items))
+  nrow = -(-len(items) // ncol)
+  fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 2.7 * nrow),
+                           squeeze=False)
+  im = None
+  for ax, (name, m) in zip(axes.flat, items):
+    im = _draw_matrix(ax, np.asarray(m, float), row_labels, col_labels, vmin,
+                      vmax, cmap, annotate=False)
+    ax.set_title(name, fontsize=8)
+    ax.tick_params(labelsize=5)
+  for ax in axes.flat[len(items):]:
+    ax.axis("off")
+  if im is not None:
+    fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return _save(fig, path)
+
+
+def curves(panels: Mapping[str, Mapping[str, tuple]], path, xlabel: str,
+           ylabel: str, title: str = "", ylim=(-0.05, 1.05),
+           logx: bool = False):
+  """panels: {panel title: {line label: (xs, ys)}}."""
+  items = [(k, v) for k, v in panels.items() if v]
+  if not items:
+    return None
+  ncol = min(3, len(items))
+  nrow = -(-len(items) // ncol)
+  fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.2 * nrow),
+                           squeeze=False, sharey=True)
+  for ax, (name, lines) in zip(axes.flat, items):
+    for label, (xs, ys) in sorted(lines.items()):
+      ax.plot(list(xs), list(ys), marker=".", label=label,
+              ls="--" if "aligned" in label else "-")
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel(xlabel)
+    if ylim:
+      ax.set_ylim(*ylim)
+    if logx:
+      ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+  for ax in axes.flat[len(items):]:
+    ax.axis("off")
+  axes[0, 0].set_ylabel(ylabel)
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  if handles:
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7,
+               bbox_to_anchor=(0.5, -0.04))
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout(rect=(0, 0.06, 1, 1))
+  return _save(fig, path)
+
+
+def scatter(series: Mapping[str, tuple], path, xlabel: str, ylabel: str,
+            title: str = ""):
+  """series: {label: (xs, ys)}."""
+  if not series:
+    return None
+  fig, ax = plt.subplots(figsize=(5, 4))
+  for label, (xs, ys) in series.items():
+    ax.scatter(list(xs), list(ys), s=14, alpha=0.7, label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  if title:
+    ax.set_title(title, fontsize=9)
+  return _save(fig, path)
+
+
+def points_2d(points: Mapping[str, tuple], path, title: str = "",
+              groups: Mapping[str, str] | None = None):
+  """Labelled 2-D points (e.g. PCA of task vectors), coloured by group."""
+  if not points:
+    return None
+  fig, ax = plt.subplots(figsize=(5, 4))
+  names = list(points)
+  gs = sorted({(groups or {}).get(n, "") for n in names})
+  colors = {g: plt.cm.tab10(i % 10) for i, g in enumerate(gs)}
+  for n in names:
+    x, y = points[n][:2]
+    g = (groups or {}).get(n, "")
+    ax.scatter([x], [y], color=colors[g], s=30)
+    ax.annotate(short(n), (x, y), fontsize=7, xytext=(3, 3),
+                textcoords="offset points")
+  ax.grid(alpha=0.3)
+  ax.set_xlabel("PC1")
+  ax.set_ylabel("PC2")
+  if title:
+    ax.set_title(title, fontsize=9)
+  return _save(fig, path)

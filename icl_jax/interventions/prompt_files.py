@@ -1,0 +1,257 @@
+r"""User prompt files for `experiments/sweep.py`.
+
+Two formats, chosen by the file extension.
+
+**.txt -- one prompt per line, spans marked** (blank lines and lines
+starting with "#" are skipped):
+
+    Input: {{apple}}\nOutput: [[APPLE]]\n\nInput: {{brain}}\nOutput: [[BRAIN]]\n\nInput: <<honey>>\nOutput:<TAB>HONEY<TAB>honey honey
+
+  [[y]]   a demo answer (required; one per demo, in order). Demo k's span
+          ends at its answer; the whitespace right after it is demo k's
+          separator.
+  {{x}}   that demo's input (optional; must come before its answer).
+  <<q>>   the query input (optional; after the last demo answer).
+  \n \t \\  escapes for newline, tab and backslash inside the prompt.
+  TAB     optional columns after the prompt: the expected target answer(s),
+          then the answer(s) that would count as "transfer" (what the
+          source behaviour gives on this query); alternatives separated by
+          " || ".
+
+Text between demo k-1's answer (after its separator whitespace) and demo
+k's input is demo k's "input_label" (e.g. "Input: "); between the input and
+the answer, leading whitespace is the "newline" and the rest the
+"output_label" (e.g. "Output: "); text after the last demo before <<q>> is
+the "query_label", after <<q>> the "final_output_label". Without {{x}} the
+whole text before the answer is the demo's "output_label". These are the
+roles of `icl_jax.tasks.prompts`, so every aligned position set works
+(all_demo, output_only = the marked answers, input_values = the marked
+inputs, ...).
+
+**.jsonl -- one JSON object per line**:
+
+    {"demos": [["apple", "APPLE"], ["brain", "BRAIN"]], "query": "honey",
+     "answer": "HONEY", "source_answer": ["honey honey"]}
+
+built with the study's format (or `--prompt_format=arrow`); "answer" and
+"source_answer" are optional strings or lists.
+
+Faithful mode applies the study's line-based index formula to the prompt
+text, which only finds positions in "Input:"/"Output:" lines; aligned mode
+uses the spans above.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+from icl_jax.tasks.prompts import (STUDY_FORMAT, PromptFormat, PromptSpec,
+                                   Span, build_prompt)
+
+FILE_FORMAT = PromptFormat(name="file")
+_MARK = re.compile(r"\{\{(.*?)\}\}|\[\[(.*?)\]\]|<<(.*?)>>", re.S)
+
+
+class PromptFileError(ValueError):
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePrompt:
+  """A prompt from a file, usable wherever a task Episode is."""
+
+  spec: PromptSpec
+  answers: tuple[str, ...] = ()
+  expected_source: tuple[str, ...] = ()
+  task: str = "file"
+  line: int = 0
+
+  @property
+  def query(self) -> str:
+    return self.spec.query
+
+  @property
+  def demos(self):
+    return self.spec.demos
+
+  @property
+  def expected(self):
+    return self.answers[0] if self.answers else None
+
+  def prompt(self, fmt=None) -> PromptSpec:
+    del fmt
+    return self.spec
+
+
+def _unescape(s: str) -> str:
+  out, i = [], 0
+  while i < len(s):
+    if s[i] == "\\" and i + 1 < len(s):
+      out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(s[i + 1],
+                                                        "\\" + s[i + 1]))
+      i += 2
+    else:
+      out.append(s[i])
+      i += 1
+  return "".join(out)
+
+
+def _alternatives(col: str) -> tuple[str, ...]:
+  return tuple(a.strip() for a in _unescape(col).split(" || ") if a.strip())
+
+
+def parse_marked(line: str, lineno: int = 0) -> tuple[PromptSpec, tuple,
+                                                       tuple]:
+  """One .txt line -> (spec, target answers, source answers)."""
+  cols = line.rstrip("\n").split("\t")
+  raw = cols[0]
+  answers = _alternatives(cols[1]) if len(cols) > 1 else ()
+  src = _alternatives(cols[2]) if len(cols) > 2 else ()
+  where = f"line {lineno}: " if lineno else ""
+  # Tokens: ("text", s) | ("in", x) | ("out", y) | ("query", q)
+  parts, pos = [], 0
+  for m in _MARK.finditer(raw):
+    if m.start() > pos:
+      parts.append(("text", _unescape(raw[pos:m.start()])))
+    kind = "in" if m.group(1) is not None else (
+        "out" if m.group(2) is not None else "query")
+    parts.append((kind, _unescape(next(g for g in m.groups()
+                                       if g is not None))))
+    pos = m.end()
+  if pos < len(raw):
+    parts.append(("text", _unescape(raw[pos:])))
+  if not any(k == "out" for k, _ in parts):
+    raise PromptFileError(f"{where}no demo answer marked with [[...]]")
+  spans, text = [], ""
+  demos: list[list] = []
+  demo = 0  # index of the demo being built
+  pending_in = None
+  query = ""
+  seen_query = False
+
+  def add(role, d, s):
+    nonlocal text
+    if s:
+      spans.append(Span(role, d, len(text), len(text) + len(s), s))
+      text += s
+
+  lead = ""  # a label's trailing spaces go to the value after it
+
+  def take_lead(s):
+    nonlocal lead
+    stripped = s.rstrip(" ")
+    lead = s[len(stripped):]
+    return stripped
+
+  i = 0
+  while i < len(parts):
+    kind, s = parts[i]
+    value = lead + s if kind != "text" else s
+    lead = ""
+    if kind == "query":
+      if seen_query:
+        raise PromptFileError(f"{where}more than one <<query>>")
+      seen_query = True
+      query = s
+      add("query_value", None, value)
+    elif kind == "in":
+      if seen_query:
+        raise PromptFileError(f"{where}demo input after the query")
+      if pending_in is not None:
+        raise PromptFileError(f"{where}two {{{{inputs}}}} without an answer "
+                              "between them")
+      pending_in = s
+      add("input_value", demo, value)
+    elif kind == "out":
+      if seen_query:
+        raise PromptFileError(f"{where}demo answer after the query")
+      add("output_value", demo, value)
+      demos.append([pending_in if pending_in is not None else "", s])
+      pending_in = None
+      demo += 1
+      # the whitespace right after the answer is this demo's separator
+      if i + 1 < len(parts) and parts[i + 1][0] == "text":
+        nxt = parts[i + 1][1]
+        ws = len(nxt) - len(nxt.lstrip())
+        add("demo_separator", demo - 1, nxt[:ws])
+        parts[i + 1] = ("text", nxt[ws:])
+    else:  # free text: its role depends on what comes next
+      nxt = parts[i + 1][0] if i + 1 < len(parts) else None
+      if seen_query:
+        add("final_output_label", None, s)
+      elif nxt == "in":
+        add("input_label", demo, take_lead(s))
+      elif nxt == "out":
+        s = take_lead(s)
+        if pending_in is not None:
+          ws = len(s) - len(s.lstrip())
+          add("newline", demo, s[:ws])
+          add("output_label", demo, s[ws:])
+        else:
+          add("output_label", demo, s)
+      elif nxt == "query":
+        add("query_label", None, take_lead(s))
+      else:  # trailing text after the last demo, no query marker
+        add("final_output_label", None, s)
+    i += 1
+  if not text:
+    raise PromptFileError(f"{where}empty prompt")
+  spec = PromptSpec(text=text, spans=tuple(spans),
+                    demos=tuple((x, y) for x, y in demos), query=query,
+                    fmt=FILE_FORMAT)
+  return spec, answers, src
+
+
+def _as_tuple(v) -> tuple[str, ...]:
+  if v is None:
+    return ()
+  if isinstance(v, str):
+    return (v,)
+  return tuple(str(x) for x in v)
+
+
+def load_prompt_file(path, fmt: PromptFormat = STUDY_FORMAT,
+                     name: str | None = None) -> list[FilePrompt]:
+  """Reads a .txt (marked) or .jsonl prompt file; raises PromptFileError."""
+  p = Path(path)
+  if not p.exists():
+    raise PromptFileError(f"prompt file {p} does not exist")
+  name = name or p.stem
+  out = []
+  for lineno, line in enumerate(p.read_text().splitlines(), 1):
+    if not line.strip() or line.lstrip().startswith("#"):
+      continue
+    if p.suffix == ".jsonl":
+      try:
+        obj = json.loads(line)
+        demos = [(str(x), str(y)) for x, y in obj["demos"]]
+        query = str(obj["query"])
+      except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise PromptFileError(
+            f"{p}:{lineno}: expected {{\"demos\": [[x, y], ...], "
+            f"\"query\": q}} ({e})") from None
+      if not demos:
+        raise PromptFileError(f"{p}:{lineno}: no demos")
+      spec = build_prompt(demos, query, fmt)
+      out.append(FilePrompt(spec, _as_tuple(obj.get("answer")),
+                            _as_tuple(obj.get("source_answer")), name,
+                            lineno))
+    elif p.suffix == ".txt":
+      try:
+        spec, ans, src = parse_marked(line, lineno)
+      except PromptFileError as e:
+        raise PromptFileError(f"{p}: {e}") from None
+      out.append(FilePrompt(spec, ans, src, name, lineno))
+    else:
+      raise PromptFileError(f"{p}: unknown prompt file type {p.suffix!r}; "
+                            "use .txt (marked spans) or .jsonl")
+  if not out:
+    raise PromptFileError(f"{p}: no prompts")
+  return out
+
+
+def looks_like_file(arg: str) -> bool:
+  return arg.endswith((".txt", ".jsonl")) or "/" in arg

@@ -1,0 +1,191 @@
+"""Plumbing shared by the experiment scripts: validate, load, run, record.
+
+Every script follows the same order so bad input fails before any compute:
+
+  1. flag values that need no model (modes, pairs, task names, numbers);
+  2. the model (cached conversion; seconds) -> layers checked against it;
+  3. the run directory: `<out_dir>/<experiment>/config.json` must match the
+     configuration (a different one is refused, `ConfigMismatchError`);
+  4. the jobs (`plans.run_jobs`): cells already in results.jsonl are
+     skipped, new rows are appended as each job finishes;
+  5. plots and summary.json.
+
+What is in the configuration guard: everything that changes what a cell
+computes (model, n, pairs and their order -- the RNG call order depends on
+it --, seed, decode settings, experiment options). Not in it: the layer and
+mode selection, since rows are keyed by layer and mode; a later run may add
+layers or a mode to the same directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from icl_jax.analysis.results import RunDir
+
+
+def layer_at_fraction(f: float, n_layers: int) -> int:
+  """The study's `clamp(round(f * n_layers))`."""
+  return max(0, min(n_layers - 1, round(f * n_layers)))
+
+
+# The study's layer 8 of Llama-3B's 28 = depth 0.30 (layer_at_fraction(0.30)).
+STUDY_FRACTION = 0.30
+
+
+def parse_layers(spec: str, n_layers: int,
+                 study: Callable[[int], Sequence[int]] | None = None):
+  """'all' | 'study' | comma list; raises ValueError naming bad layers.
+
+  'study' is the experiment's own layer choice scaled to this model (the
+  4-layer grid of exp8 by default).
+  """
+  spec = (spec or "all").strip()
+  if spec == "all":
+    return list(range(n_layers))
+  if spec == "study":
+    if study is not None:
+      return sorted({int(l) for l in study(n_layers)})
+    return sorted({layer_at_fraction(f, n_layers)
+                   for f in (0.30, 0.44, 0.52, 0.59)})
+  try:
+    layers = [int(x) for x in spec.split(",") if x.strip()]
+  except ValueError as e:
+    raise ValueError(f"--layers {spec!r}: not 'all', 'study' or integers") \
+        from e
+  if not layers:
+    raise ValueError("--layers is empty")
+  bad = [l for l in layers if not 0 <= l < n_layers]
+  if bad:
+    raise ValueError(f"--layers: {bad} outside the model (0..{n_layers - 1})")
+  return sorted(set(layers))
+
+
+def parse_modes(flag: str) -> list[str]:
+  if flag == "both":
+    return ["faithful", "aligned"]
+  if flag in ("faithful", "aligned"):
+    return [flag]
+  raise ValueError(f"--mode {flag!r}: use faithful, aligned or both")
+
+
+def parse_pairs(spec: str | Sequence, known: Sequence[str] | None = None):
+  """'a:b,c:d' -> [(a, b), (c, d)]; unknown tasks raise naming the task."""
+  from icl_jax.tasks import get_task
+
+  items = spec.split(",") if isinstance(spec, str) else list(spec)
+  pairs = []
+  for item in [p.strip() for p in items if p and p.strip()]:
+    if ":" not in item:
+      raise ValueError(f"--pairs item {item!r} is not source:target")
+    s, t = (x.strip() for x in item.split(":", 1))
+    for name in (s, t):
+      get_task(name)  # UnknownTaskError names the task
+      if known is not None and name not in known:
+        raise ValueError(f"task {name!r} is not usable here; use one of "
+                         f"{list(known)}")
+    pairs.append((s, t))
+  if not pairs:
+    raise ValueError("--pairs is empty")
+  return pairs
+
+
+def parse_ints(spec: str, what: str, lo: int | None = None,
+               hi: int | None = None) -> list[int]:
+  try:
+    vals = [int(x) for x in str(spec).split(",") if x.strip()]
+  except ValueError:
+    raise ValueError(f"{what} {spec!r}: not a comma list of integers") \
+        from None
+  if not vals:
+    raise ValueError(f"{what} is empty")
+  bad = [v for v in vals if (lo is not None and v < lo) or
+         (hi is not None and v > hi)]
+  if bad:
+    raise ValueError(f"{what}: {bad} outside [{lo}, {hi}]")
+  return vals
+
+
+def check_positive(value: int, what: str) -> int:
+  if value is None or value < 1:
+    raise ValueError(f"{what} must be >= 1, got {value}")
+  return value
+
+
+@dataclasses.dataclass
+class Study:
+  """An opened experiment run: model, layers, engine and run directory."""
+
+  experiment: str
+  model: str
+  lm: object
+  layers: list[int]
+  modes: list[str]
+  rd: RunDir
+  engine: object
+  key_extra: tuple = ()
+  t0: float = dataclasses.field(default_factory=time.time)
+
+  @property
+  def n_layers(self) -> int:
+    return self.lm.n_layers
+
+  @property
+  def path(self) -> Path:
+    return self.rd.path
+
+  def run(self, jobs, progress: bool = True, row_hook=None) -> list[dict]:
+    from icl_jax.interventions.plans import run_jobs
+
+    return run_jobs(self.engine, self.rd, jobs, experiment=self.experiment,
+                    model=self.model, key_extra=self.key_extra,
+                    progress=progress, row_hook=row_hook)
+
+  def rows(self) -> list[dict]:
+    return [r for r in self.rd.rows() if r.get("model") == self.model]
+
+  def finish(self, extra: dict | None = None) -> dict:
+    info = {"seconds": time.time() - self.t0, "n_layers": self.n_layers,
+            "layers": self.layers, "modes": self.modes}
+    if extra:
+      info.update(extra)
+    return self.rd.write_summary(info)
+
+
+def open_study(*, experiment: str, model: str, out_dir: str, config: dict,
+               layers: str = "all", modes: Sequence[str] = ("faithful",),
+               dtype: str | None = None, max_new_tokens: int = 8,
+               timing: str = "prefill",
+               study_layers: Callable[[int], Sequence[int]] | None = None,
+               key_extra: Sequence[str] = (), lm=None,
+               check: Callable[[object], None] | None = None) -> Study:
+  """Loads the model, validates layers and the run dir; no compute yet.
+
+  `check(lm)` runs extra model-dependent validation (e.g. position set names
+  against the tokenizer) before the run directory is touched.
+  """
+  import icl_jax
+  from icl_jax.interventions.engine import Engine
+
+  if lm is None:
+    lm = icl_jax.load(model, dtype=dtype)
+  layer_list = parse_layers(layers, lm.n_layers, study_layers)
+  if check is not None:
+    check(lm)
+  cfg = dict(config)
+  cfg.update(model=model, max_new_tokens=max_new_tokens, timing=timing,
+             dtype=dtype)
+  rd = RunDir(out_dir, experiment, cfg, key_extra=key_extra)
+  engine = Engine(lm, max_new_tokens=max_new_tokens, stop="line",
+                  timing=timing)
+  return Study(experiment, model, lm, layer_list, list(modes), rd, engine,
+               tuple(key_extra))
+
+
+def quiet_logs() -> None:
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.WARNING)
