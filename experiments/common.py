@@ -24,7 +24,8 @@ def define_common_flags(default_pairs=EXP8_PAIRS, default_n=10):
   flags.DEFINE_integer("n", default_n, "target prompts per pair")
   flags.DEFINE_string("layers", "all",
                       "'all' (every layer), 'study' (the original's 4-layer "
-                      "grid, layer_at_fraction of .30/.44/.52/.59) or a "
+                      "grid, layer_at_fraction of .30/.44/.52/.59), "
+                      "'frac:0.1,0.25' (layers at those depth fractions) or a "
                       "comma list of block indices")
   flags.DEFINE_string("pairs", ",".join(f"{s}:{t}" for s, t in default_pairs),
                       "comma list of source:target task pairs")
@@ -52,24 +53,16 @@ def parse_pairs(spec: str):
 
 def layer_at_fraction(f: float, n_layers: int) -> int:
   """The study's `clamp(round(f * n_layers))`."""
-  return max(0, min(n_layers - 1, round(f * n_layers)))
+  from icl_jax.interventions.study import layer_at_fraction as _at
+
+  return _at(f, n_layers)
 
 
 def parse_layers(spec: str, n_layers: int):
-  if spec == "all":
-    return list(range(n_layers))
-  if spec == "study":
-    return sorted({layer_at_fraction(f, n_layers)
-                   for f in (0.30, 0.44, 0.52, 0.59)})
-  try:
-    layers = [int(x) for x in spec.split(",") if x.strip()]
-  except ValueError as e:
-    raise ValueError(f"--layers {spec!r}: not 'all', 'study' or integers") \
-        from e
-  bad = [l for l in layers if not 0 <= l < n_layers]
-  if bad:
-    raise ValueError(f"--layers: {bad} outside the model (0..{n_layers - 1})")
-  return layers
+  """'all' | 'study' | 'frac:F,..' | comma list (see study.parse_layers)."""
+  from icl_jax.interventions.study import parse_layers as _parse
+
+  return _parse(spec, n_layers)
 
 
 def modes(flag: str):

@@ -33,7 +33,7 @@ flags.DEFINE_list("controls", ["true_source", "random_source", "shuffled",
 flags.DEFINE_string("random_source_task", "pattern_completion",
                     "the third task of the random-source control")
 flags.DEFINE_string("condition", "all_demo", "position set")
-flags.DEFINE_enum("on_mismatch", "skip", ["skip", "truncate", "refuse"],
+flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
                   "aligned mode: demo token groups whose lengths differ")
 F = flags.FLAGS
 EXPERIMENT = "controls"

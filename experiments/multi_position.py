@@ -24,7 +24,7 @@ from experiments import common  # noqa: E402
 common.define_common_flags()
 flags.DEFINE_list("conditions", list(common.EXP8_CONDITIONS),
                   "position conditions")
-flags.DEFINE_enum("on_mismatch", "skip", ["skip", "truncate", "refuse"],
+flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
                   "aligned mode: demo token counts that differ")
 F = flags.FLAGS
 EXPERIMENT = "multi_position"

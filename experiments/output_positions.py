@@ -44,7 +44,7 @@ common.define_common_flags(default_pairs=PAIRS, default_n=20)
 flags.DEFINE_string("sizes", "1,2,3,4,5,7,10", "random subset sizes")
 flags.DEFINE_integer("subsets", 10, "random subsets per size")
 flags.DEFINE_list("parts", ["A", "B"], "parts to run (A, B)")
-flags.DEFINE_enum("on_mismatch", "skip", ["skip", "truncate", "refuse"],
+flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
                   "aligned mode: demo token groups whose lengths differ")
 F = flags.FLAGS
 EXPERIMENT = "output_positions"

@@ -30,7 +30,7 @@ from icl_jax.tasks import CORE_TASKS  # noqa: E402
 ALL_PAIRS = tuple(itertools.permutations(CORE_TASKS, 2))
 common.define_common_flags(default_pairs=ALL_PAIRS, default_n=10)
 flags.DEFINE_list("conditions", ["all_demo"], "position conditions")
-flags.DEFINE_enum("on_mismatch", "skip", ["skip", "truncate", "refuse"],
+flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
                   "aligned mode: demo token groups whose lengths differ")
 F = flags.FLAGS
 EXPERIMENT = "pair_matrix"

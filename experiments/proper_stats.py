@@ -33,7 +33,7 @@ common.define_common_flags(default_pairs=common.EXP8_PAIRS, default_n=50)
 flags.DEFINE_list("conditions", list(common.EXP8_CONDITIONS),
                   "position conditions (faithful: the study's line-based "
                   "sets; aligned: their token-exact counterparts)")
-flags.DEFINE_enum("on_mismatch", "skip", ["skip", "truncate", "refuse"],
+flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
                   "aligned mode: demo token groups whose lengths differ")
 F = flags.FLAGS
 EXPERIMENT = "proper_stats"

@@ -42,7 +42,7 @@ common.define_common_flags(default_pairs=VARIANT_PAIRS + CONTROLS,
                            default_n=20)
 flags.DEFINE_boolean("baselines", True, "Part A: clean accuracy of the "
                      "three variants")
-flags.DEFINE_enum("on_mismatch", "skip", ["skip", "truncate", "refuse"],
+flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
                   "aligned mode: demo token groups whose lengths differ")
 F = flags.FLAGS
 EXPERIMENT = "sentiment_variants"

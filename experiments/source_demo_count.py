@@ -38,7 +38,7 @@ common.define_common_flags(default_pairs=PAIRS, default_n=20)
 flags.DEFINE_string("source_k", "1,2,3,5", "source demo counts (1..5)")
 flags.DEFINE_boolean("pad_source_demos", False,
                      "also run the constant-extent control (see docstring)")
-flags.DEFINE_enum("on_mismatch", "skip", ["skip", "truncate", "refuse"],
+flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
                   "aligned mode: demo token groups whose lengths differ")
 F = flags.FLAGS
 EXPERIMENT = "source_demo_count"

@@ -37,7 +37,7 @@ PART_B_PAIRS = (("repeat_n", "repeat_word"), ("repeat_word", "repeat_n"),
 STUDY_LAYERS_28 = (4, 6, 8, 10, 12, 15)
 common.define_common_flags(default_pairs=PART_B_PAIRS, default_n=15)
 flags.DEFINE_list("parts", ["A", "B", "C"], "parts to run (A, B, C)")
-flags.DEFINE_enum("on_mismatch", "skip", ["skip", "truncate", "refuse"],
+flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
                   "aligned mode: demo token groups whose lengths differ")
 F = flags.FLAGS
 F.set_default("max_new_tokens", 16)  # repeat_n answers have up to 5 words

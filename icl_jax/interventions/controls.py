@@ -46,7 +46,7 @@ def norm_matched_noise(values: np.ndarray, rng: np.random.RandomState):
 
 def controls_job(mode: str, setup, third_episodes, third_task: str,
                  layers, *, condition: str = "all_demo", seed: int = 0,
-                 pair_index: int = 0, on_mismatch: str = "skip",
+                 pair_index: int = 0, on_mismatch: str = "truncate",
                  controls=CONTROLS) -> plans.Job:
   """A job with len(controls) x len(layers) cells for one pair."""
   unknown = [c for c in controls if c not in CONTROLS]

@@ -288,7 +288,7 @@ def _layout(tok, ep):
 
 
 def aligned_map(tok, source_eps, target_eps, condition: str,
-                on_mismatch: str = "skip") -> PosMap:
+                on_mismatch: str = "truncate") -> PosMap:
   """(demo, role, token index) matching of source and target tokens.
 
   Every source prompt must map to the same target slots (shared demo block),
@@ -621,7 +621,7 @@ def capture_sources(engine, episodes):
 
 def position_map(engine, mode: str, source_eps, target_eps, condition: str,
                  n_slots: int, source_lengths, k: int = 5,
-                 on_mismatch: str = "skip") -> PosMap:
+                 on_mismatch: str = "truncate") -> PosMap:
   tok = engine.lm.tokenizer
   if mode == "faithful":
     return faithful_map(tok, [e.prompt().text for e in source_eps], condition,
@@ -631,7 +631,7 @@ def position_map(engine, mode: str, source_eps, target_eps, condition: str,
 
 def transfer_job(mode: str, setup: PairSetup, layers: Sequence[int],
                  conditions: Sequence[str], *, k: int = 5,
-                 on_mismatch: str = "skip", scoring=None, edit="replace",
+                 on_mismatch: str = "truncate", scoring=None, edit="replace",
                  scale: float = 1.0, extra: dict | None = None,
                  label: str = "", condition_names: dict | None = None) -> Job:
   """Source activations written at each (condition, layer).

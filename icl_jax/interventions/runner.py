@@ -22,6 +22,8 @@ import time
 from typing import Iterable, Sequence
 
 from icl_jax import tasks as T
+from icl_jax.interventions import study
+from icl_jax.interventions.study import layer_at_fraction
 
 MODES = ("faithful", "aligned")
 
@@ -69,11 +71,6 @@ _STUDY_GRIDS_28 = {
 }
 
 
-def layer_at_fraction(f: float, n_layers: int) -> int:
-  """The study's `clamp(round(f * n_layers))`."""
-  return max(0, min(n_layers - 1, round(f * n_layers)))
-
-
 def study_layers(experiment: str, n_layers: int) -> list[int]:
   """The original's layer grid of `experiment`, for an n-layer model."""
   if experiment == "noise_tracing":  # range(0, n, max(1, n // 14))
@@ -92,22 +89,9 @@ def study_layers(experiment: str, n_layers: int) -> list[int]:
 
 
 def parse_layers(spec: str, n_layers: int, experiment: str) -> list[int]:
-  """--layers: "all", "study" (the experiment's grid) or a comma list."""
-  if spec == "all":
-    return list(range(n_layers))
-  if spec == "study":
-    return study_layers(experiment, n_layers)
-  try:
-    layers = [int(x) for x in spec.split(",") if x.strip()]
-  except ValueError as e:
-    raise ValueError(f"--layers {spec!r}: not 'all', 'study' or integers") \
-        from e
-  if not layers:
-    raise ValueError("--layers is empty")
-  bad = [l for l in layers if not 0 <= l < n_layers]
-  if bad:
-    raise ValueError(f"--layers: {bad} outside the model (0..{n_layers - 1})")
-  return sorted(set(layers))
+  """--layers: "all", "study" (the experiment's grid), "frac:F,.." or a list."""
+  return study.parse_layers(spec, n_layers,
+                            lambda n: study_layers(experiment, n))
 
 
 def parse_tasks(spec: Sequence[str] | str) -> list[str]:

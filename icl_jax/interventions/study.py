@@ -38,7 +38,8 @@ STUDY_FRACTION = 0.30
 
 def parse_layers(spec: str, n_layers: int,
                  study: Callable[[int], Sequence[int]] | None = None):
-  """'all' | 'study' | comma list; raises ValueError naming bad layers.
+  """'all' | 'study' | 'frac:F,..' | comma list; raises ValueError naming bad
+  layers.
 
   'study' is the experiment's own layer choice scaled to this model (the
   4-layer grid of exp8 by default).
@@ -52,10 +53,16 @@ def parse_layers(spec: str, n_layers: int,
     return sorted({layer_at_fraction(f, n_layers)
                    for f in (0.30, 0.44, 0.52, 0.59)})
   try:
+    if spec.startswith("frac:"):
+      # Depth fractions, e.g. frac:0.1,0.25,0.5 -> the layers at those depths.
+      fracs = [float(x) for x in spec[5:].split(",") if x.strip()]
+      if not fracs or any(not 0.0 <= f < 1.0 for f in fracs):
+        raise ValueError(f"--layers {spec!r}: fractions must be in [0, 1)")
+      return sorted({layer_at_fraction(f, n_layers) for f in fracs})
     layers = [int(x) for x in spec.split(",") if x.strip()]
   except ValueError as e:
-    raise ValueError(f"--layers {spec!r}: not 'all', 'study' or integers") \
-        from e
+    raise ValueError(f"--layers {spec!r}: not 'all', 'study', 'frac:F,...' "
+                     "or integers") from e
   if not layers:
     raise ValueError("--layers is empty")
   bad = [l for l in layers if not 0 <= l < n_layers]

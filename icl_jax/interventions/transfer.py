@@ -214,7 +214,7 @@ def single_position_vectors(resid, lengths, src_sets, layers):
 
 
 def build_cells(engine: Engine, setup: PairSetup, targets, layers,
-                conditions, mode: str, on_mismatch: str = "skip",
+                conditions, mode: str, on_mismatch: str = "truncate",
                 k: int = 5, capture=None):
   """Replace-cells for every (condition, layer); returns (cells, meta).
 
@@ -418,7 +418,7 @@ def evaluate_cells(engine: Engine, setup: PairSetup, targets, cells, meta,
 
 
 def run_pair(engine: Engine, setup: PairSetup, layers, conditions, mode: str,
-             *, experiment: str, model: str, on_mismatch: str = "skip",
+             *, experiment: str, model: str, on_mismatch: str = "truncate",
              k: int = 5, progress: bool = False) -> list[dict]:
   """Evaluates one pair; returns result rows (one per layer x condition)."""
   targets = prepare_targets(engine, setup)
@@ -431,7 +431,7 @@ def run_pair(engine: Engine, setup: PairSetup, layers, conditions, mode: str,
 
 def run_instance_pair(engine: Engine, setup: PairSetup, layers, conditions,
                       mode: str, *, experiment: str, model: str,
-                      on_mismatch: str = "skip", k: int = 5,
+                      on_mismatch: str = "truncate", k: int = 5,
                       progress: bool = False) -> list[dict]:
   """`run_pair` plus, per target prompt, the clean (unpatched) output.
 
@@ -469,7 +469,7 @@ def run_instance_pair(engine: Engine, setup: PairSetup, layers, conditions,
 
 def run_instances(study, *, pairs, layers, modes, n: int,
                   conditions=("answer_tokens",), shared_queries="target",
-                  n_source: int = 1, on_mismatch: str = "skip", k: int = 5,
+                  n_source: int = 1, on_mismatch: str = "truncate", k: int = 5,
                   seed: int = 0, extra: dict | None = None):
   """exp13 / exp15: `run_instance_pair` for every pair and mode (D3 /
   prefill decoding in both modes), appended to a `runner.Study`.
