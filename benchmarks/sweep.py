@@ -240,6 +240,27 @@ def _timed(fn):
                "loadavg_after": _loadavg()}
 
 
+def _timed_passes(one_pass):
+  """--repeats timed passes after a peak reset.
+
+  Returns (the last pass's outputs {(cell, prompt): (tokens, text)}, the
+  pass records, the memory record).
+  """
+  _reset_peak()
+  start_mem = _mem_mb()
+  passes = []
+  for _ in range(F.repeats):
+    outs, rec = _timed(one_pass)
+    passes.append(rec)
+  mem = _mem_mb()
+  return outs, passes, {"rss_before_timed_mb": start_mem["rss_mb"],
+                        "peak_rss_timed_mb": mem["peak_rss_mb"]}
+
+
+def _outputs(outs):
+  return [[c, n, toks, text] for (c, n), (toks, text) in sorted(outs.items())]
+
+
 def _summary(passes, n_gen, key="wall_s"):
   """Median over passes; `passes` are _timed records (or dicts with key)."""
   times = [p[key] for p in passes]
@@ -429,13 +450,7 @@ def run_engine_one_cell():
   warm_s = time.perf_counter() - t
   compile_s = sum(compile_events)
   compile_events.clear()
-  _reset_peak()
-  start_mem = _mem_mb()
-  passes = []
-  for _ in range(F.repeats):
-    outs, rec = _timed(one_pass)
-    passes.append(rec)
-  mem = _mem_mb()
+  outs, passes, memory = _timed_passes(one_pass)
   return {
       "method": "engine_one_cell",
       "what": "per prompt prepare([prompt]) once, then one Engine.run per "
@@ -444,10 +459,7 @@ def run_engine_one_cell():
       "passes": passes, "compile_s": compile_s,
       "warmup_s": warm_s,
       "compile_events_in_timed_passes": len(compile_events),
-      "memory": {"rss_before_timed_mb": start_mem["rss_mb"],
-                 "peak_rss_timed_mb": mem["peak_rss_mb"]},
-      "outputs": [[c, n, toks, text] for (c, n), (toks, text)
-                  in sorted(outs.items())],
+      "memory": memory, "outputs": _outputs(outs),
   }
 
 
@@ -487,14 +499,9 @@ def run_torch_hook():
   t = time.perf_counter()
   generate(subset[0], 0)  # warm-up
   warm_s = time.perf_counter() - t
-  _reset_peak()
-  start_mem = _mem_mb()
-  passes = []
-  for _ in range(F.repeats):
-    outs, rec = _timed(lambda: {(c, n): generate(c, n) for c in subset
-                                for n in range(len(ids))})
-    passes.append(rec)
-  mem = _mem_mb()
+  outs, passes, memory = _timed_passes(
+      lambda: {(c, n): generate(c, n) for c in subset
+               for n in range(len(ids))})
   return {
       "method": "torch_hook",
       "what": "transformers Gemma3ForCausalLM fp32, forward hook on "
@@ -505,10 +512,7 @@ def run_torch_hook():
       "torch_threads": torch.get_num_threads(),
       "subset_cells": subset, **_summary(passes, len(outs)),
       "passes": passes, "warmup_s": warm_s,
-      "memory": {"rss_before_timed_mb": start_mem["rss_mb"],
-                 "peak_rss_timed_mb": mem["peak_rss_mb"]},
-      "outputs": [[c, n, toks, text] for (c, n), (toks, text)
-                  in sorted(outs.items())],
+      "memory": memory, "outputs": _outputs(outs),
   }
 
 
@@ -558,19 +562,14 @@ def run_nnsight():
   t = time.perf_counter()
   generate(subset[0])  # warm-up
   warm_s = time.perf_counter() - t
-  _reset_peak()
-  start_mem = _mem_mb()
+
   def one_pass():
     outs = {}
     for c in subset:
       outs.update(generate(c))
     return outs
 
-  passes = []
-  for _ in range(F.repeats):
-    outs, rec = _timed(one_pass)
-    passes.append(rec)
-  mem = _mem_mb()
+  outs, passes, memory = _timed_passes(one_pass)
   return {
       "method": "nnsight",
       "what": "nnsight TransformersModel over the same transformers model; "
@@ -581,10 +580,7 @@ def run_nnsight():
       "torch_threads": torch.get_num_threads(),
       "subset_cells": subset, **_summary(passes, len(outs)),
       "passes": passes, "warmup_s": warm_s,
-      "memory": {"rss_before_timed_mb": start_mem["rss_mb"],
-                 "peak_rss_timed_mb": mem["peak_rss_mb"]},
-      "outputs": [[c, n, toks, text] for (c, n), (toks, text)
-                  in sorted(outs.items())],
+      "memory": memory, "outputs": _outputs(outs),
   }
 
 

@@ -3,52 +3,103 @@
 Common flags: --model, --mode (faithful|aligned|both), --out_dir, --n,
 --layers (default: every layer), --pairs, --seed. Bad values fail with a
 clear message before any compute starts.
+
+The flag groups (`define_model_flags`, `define_common_flags`,
+`define_probe_flags`, ...) and the openers (`open_pair_study` for the plan
+experiments of `interventions.study`, `open_run` for the `runner.Study`
+ones) keep every script a thin configuration.
 """
 
 from __future__ import annotations
 
 from absl import flags
 
+F = flags.FLAGS
+
 EXP8_PAIRS = (("uppercase", "first_letter"), ("uppercase", "repeat_word"),
               ("first_letter", "repeat_word"), ("uppercase", "sentiment"),
               ("linear_2x", "length"), ("sentiment", "antonym"))
 EXP8_CONDITIONS = ("all_demo", "output_only", "input_only", "last_demo")
 
+LAYERS_HELP = ("'all' (every layer), 'study' (the original's 4-layer "
+               "grid, layer_at_fraction of .30/.44/.52/.59), "
+               "'frac:0.1,0.25' (layers at those depth fractions) or a "
+               "comma list of block indices")
+LIST_LAYERS_HELP = "'all' or a comma list of block indices"
+ON_MISMATCH_HELP = "aligned mode: demo token groups whose lengths differ"
+ANSWER_MISMATCH_HELP = ("aligned mode: demo answers whose token counts differ "
+                        "between source and target (truncate: map the first "
+                        "min(n_src, n_tgt) tokens of each answer; skip: drop "
+                        "the answer; refuse: error)")
 
-def define_common_flags(default_pairs=EXP8_PAIRS, default_n=10):
+
+# ---------------------------------------------------------------------------
+# Flag groups
+# ---------------------------------------------------------------------------
+
+def define_model_flags(n: int, n_help: str, *, mode: bool = True,
+                       layers: str = "all", layers_help: str = LAYERS_HELP,
+                       seed_help: str = "seed of sampled demos / noise"):
+  """--model, --mode (unless mode=False), --out_dir, --n, --layers, --seed,
+  --dtype."""
   flags.DEFINE_string("model", "gemma3-270m",
                       "embedded name, .gguf file or HF checkpoint directory")
-  flags.DEFINE_enum("mode", "both", ["faithful", "aligned", "both"],
-                    "position mode(s) to run")
+  if mode:
+    flags.DEFINE_enum("mode", "both", ["faithful", "aligned", "both"],
+                      "position mode(s) to run")
   flags.DEFINE_string("out_dir", "runs", "results root directory")
-  flags.DEFINE_integer("n", default_n, "target prompts per pair")
-  flags.DEFINE_string("layers", "all",
-                      "'all' (every layer), 'study' (the original's 4-layer "
-                      "grid, layer_at_fraction of .30/.44/.52/.59), "
-                      "'frac:0.1,0.25' (layers at those depth fractions) or a "
-                      "comma list of block indices")
-  flags.DEFINE_string("pairs", ",".join(f"{s}:{t}" for s, t in default_pairs),
-                      "comma list of source:target task pairs")
-  flags.DEFINE_integer("seed", 0, "seed of sampled demos / noise")
-  flags.DEFINE_integer("max_new_tokens", 8,
-                       "generated tokens per row (answers are <= 5 tokens; "
-                       "rows stop at the end of the first line)")
+  flags.DEFINE_integer("n", n, n_help)
+  flags.DEFINE_string("layers", layers, layers_help)
+  flags.DEFINE_integer("seed", 0, seed_help)
   flags.DEFINE_string("dtype", None, "float32 (default) or bfloat16")
 
 
-def parse_pairs(spec: str):
-  from icl_jax.tasks import get_task
+def define_common_flags(default_pairs=EXP8_PAIRS, default_n=10):
+  """The model flags + --pairs and --max_new_tokens (transfer studies)."""
+  define_model_flags(default_n, "target prompts per pair")
+  flags.DEFINE_string("pairs", ",".join(f"{s}:{t}" for s, t in default_pairs),
+                      "comma list of source:target task pairs")
+  flags.DEFINE_integer("max_new_tokens", 8,
+                       "generated tokens per row (answers are <= 5 tokens; "
+                       "rows stop at the end of the first line)")
 
-  pairs = []
-  for item in [p for p in spec.split(",") if p.strip()]:
-    if ":" not in item:
-      raise ValueError(f"--pairs item {item!r} is not source:target")
-    s, t = (x.strip() for x in item.split(":", 1))
-    get_task(s), get_task(t)  # raises UnknownTaskError naming the task
-    pairs.append((s, t))
-  if not pairs:
-    raise ValueError("--pairs is empty")
-  return pairs
+
+def define_probe_flags(n: int, n_help: str):
+  """The model flags of the forward-only probe studies + --k, --batch_size."""
+  define_model_flags(n, n_help, layers_help=LIST_LAYERS_HELP,
+                     seed_help="seed of the sampled demos (aligned mode)")
+  flags.DEFINE_integer("k", 5, "demos per prompt")
+  flags.DEFINE_integer("batch_size", 16, "prompts per forward")
+
+
+def define_task_flags(n: int, n_help: str, *, layers: str = "all",
+                      layers_help: str = LIST_LAYERS_HELP):
+  """Per-task studies without modes: model flags, --tasks (default: the 8
+  core tasks), --max_new_tokens."""
+  define_model_flags(n, n_help, mode=False, layers=layers,
+                     layers_help=layers_help,
+                     seed_help="seed of the sampled demos")
+  flags.DEFINE_list("tasks", None, "tasks (default: the 8 core tasks)")
+  flags.DEFINE_integer("max_new_tokens", 8, "generated tokens per prompt")
+
+
+def define_on_mismatch_flag(help_text: str = ON_MISMATCH_HELP):
+  flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
+                    help_text)
+
+
+def define_conditions_flag(default, help_text: str = "position conditions"):
+  flags.DEFINE_list("conditions", list(default), help_text)
+
+
+# ---------------------------------------------------------------------------
+# Validation (delegates to interventions.study, the one implementation)
+# ---------------------------------------------------------------------------
+
+def parse_pairs(spec: str):
+  from icl_jax.interventions.study import parse_pairs as _parse
+
+  return _parse(spec)
 
 
 def layer_at_fraction(f: float, n_layers: int) -> int:
@@ -66,4 +117,90 @@ def parse_layers(spec: str, n_layers: int):
 
 
 def modes(flag: str):
-  return ["faithful", "aligned"] if flag == "both" else [flag]
+  from icl_jax.interventions.study import parse_modes
+
+  return parse_modes(flag)
+
+
+def task_names():
+  """--tasks (empty: the 8 core tasks), each checked against the registry."""
+  from icl_jax import tasks as T
+  from icl_jax.interventions.study import parse_tasks
+
+  return parse_tasks(F.tasks or list(T.CORE_TASKS))
+
+
+def parse_task_flags():
+  """Quiets logs; (tasks, modes) from --tasks and --mode."""
+  from icl_jax.interventions import study
+
+  study.quiet_logs()
+  return study.parse_tasks(F.tasks), study.parse_modes(F.mode)
+
+
+def check_conditions(conditions, modes_):
+  from icl_jax.interventions import plans
+
+  for c in conditions:
+    for m in modes_:
+      plans.check_condition(c, m)
+
+
+# ---------------------------------------------------------------------------
+# Openers
+# ---------------------------------------------------------------------------
+
+def parse_pairs_and_modes():
+  """Quiets logs; (pairs, modes) from --pairs and --mode."""
+  from icl_jax.interventions import study
+
+  study.quiet_logs()
+  return study.parse_pairs(F.pairs), study.parse_modes(F.mode)
+
+
+def parse_pair_flags():
+  """Quiets logs; (modes, pairs, n) from the common flags."""
+  from icl_jax.interventions import study
+
+  pairs, modes_ = parse_pairs_and_modes()
+  return modes_, pairs, study.check_positive(F.n, "--n")
+
+
+def open_pair_study(experiment: str, modes_, pairs, n, options: dict,
+                    **kwargs):
+  """`study.open_study` on the common flags.
+
+  The configuration is pairs, n, `options`, on_mismatch and seed; kwargs
+  (study_layers, key_extra, ...) go to `open_study`.
+  """
+  from icl_jax.interventions import study
+
+  config = dict(pairs=[list(p) for p in pairs], n=n, **options,
+                on_mismatch=F.on_mismatch, seed=F.seed)
+  return study.open_study(experiment=experiment, model=F.model,
+                          out_dir=F.out_dir, config=config, layers=F.layers,
+                          modes=modes_, dtype=F.dtype,
+                          max_new_tokens=F.max_new_tokens, **kwargs)
+
+
+def load_model():
+  import icl_jax
+
+  return icl_jax.load(F.model, dtype=F.dtype)
+
+
+def load_model_and_layers(experiment: str):
+  """The --model and its --layers ('study' = runner's grid of experiment)."""
+  from icl_jax.interventions import runner
+
+  lm = load_model()
+  return lm, runner.parse_layers(F.layers, lm.n_layers, experiment)
+
+
+def open_run(lm, experiment: str, config: dict, **kwargs):
+  """`runner.Study` on --model, --out_dir and --max_new_tokens."""
+  from icl_jax.interventions import runner
+
+  return runner.Study(lm, experiment=experiment, model=F.model, config=config,
+                      out_dir=F.out_dir, max_new_tokens=F.max_new_tokens,
+                      **kwargs)

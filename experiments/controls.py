@@ -33,16 +33,9 @@ flags.DEFINE_list("controls", ["true_source", "random_source", "shuffled",
 flags.DEFINE_string("random_source_task", "pattern_completion",
                     "the third task of the random-source control")
 flags.DEFINE_string("condition", "all_demo", "position set")
-flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
-                  "aligned mode: demo token groups whose lengths differ")
+common.define_on_mismatch_flag()
 F = flags.FLAGS
 EXPERIMENT = "controls"
-
-
-def study_layers(n_layers):
-  from icl_jax.interventions.study import STUDY_FRACTION, layer_at_fraction
-
-  return [layer_at_fraction(STUDY_FRACTION, n_layers)]
 
 
 def third_task_for(pair, preferred):
@@ -91,29 +84,20 @@ def summarize(rows):
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.interventions import plans, study
   from icl_jax.interventions.controls import CONTROLS
+  from icl_jax.interventions.study import study_fraction_layer
   from icl_jax.tasks import get_task
 
-  study.quiet_logs()
-  modes = study.parse_modes(F.mode)
-  pairs = study.parse_pairs(F.pairs)
-  n = study.check_positive(F.n, "--n")
+  modes, pairs, n = common.parse_pair_flags()
   bad = [c for c in F.controls if c not in CONTROLS]
   if bad:
     raise ValueError(f"--controls: unknown {bad}; known: {list(CONTROLS)}")
   get_task(F.random_source_task)
-  for m in modes:
-    plans.check_condition(F.condition, m)
-  config = dict(pairs=[list(p) for p in pairs], n=n,
-                random_source_task=F.random_source_task,
-                condition=F.condition, on_mismatch=F.on_mismatch,
-                seed=F.seed)
-  st = study.open_study(experiment=EXPERIMENT, model=F.model,
-                        out_dir=F.out_dir, config=config, layers=F.layers,
-                        modes=modes, dtype=F.dtype,
-                        max_new_tokens=F.max_new_tokens,
-                        study_layers=study_layers)
+  common.check_conditions([F.condition], modes)
+  st = common.open_pair_study(
+      EXPERIMENT, modes, pairs, n,
+      dict(random_source_task=F.random_source_task, condition=F.condition),
+      study_layers=study_fraction_layer)
   rows = st.run(build_jobs(modes, pairs, n, st.layers, F.controls,
                            F.random_source_task, F.condition, F.seed,
                            F.on_mismatch))
@@ -124,7 +108,7 @@ def main(argv):
   summary = summarize(rows)
   st.finish({"means": summary})
   for s in summary:
-    if len(st.layers) <= 3 or s["layer"] in study_layers(st.n_layers):
+    if len(st.layers) <= 3 or s["layer"] in study_fraction_layer(st.n_layers):
       print(f"{s['mode']:9} L{s['layer']:<3} {s['control']:14} transfer "
             f"{s['mean_transfer']:.3f} preserve {s['mean_preserve']:.3f} "
             f"neither {s['mean_neither']:.3f}")

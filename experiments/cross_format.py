@@ -37,11 +37,7 @@ common.define_common_flags(default_pairs=PART_A, default_n=20)
 flags.DEFINE_string("control_pairs",
                     ",".join(f"{s}:{t}" for s, t in PART_B),
                     "Part B pairs (target's inputs); 'none' to skip")
-flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
-                  "aligned mode: demo answers whose token counts differ "
-                  "between source and target (truncate: map the first "
-                  "min(n_src, n_tgt) tokens of each answer; skip: drop the "
-                  "answer; refuse: error)")
+common.define_on_mismatch_flag(common.ANSWER_MISMATCH_HELP)
 F = flags.FLAGS
 EXPERIMENT = "cross_format"
 
@@ -50,27 +46,18 @@ def main(argv):
   del argv
   from collections import defaultdict
 
-  from absl import logging as absl_logging
-
-  from icl_jax.interventions import runner, transfer
+  from icl_jax.interventions import transfer
   from icl_jax.interventions.heatmaps import heatmap, pair_label
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  pairs = common.parse_pairs(F.pairs)
+  pairs, modes = common.parse_pairs_and_modes()
   controls = ([] if F.control_pairs.strip().lower() == "none"
               else common.parse_pairs(F.control_pairs))
-  modes = common.modes(F.mode)
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
-  layers = runner.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
+  lm, layers = common.load_model_and_layers(EXPERIMENT)
   config = dict(model=F.model, pairs=[list(p) for p in pairs],
                 control_pairs=[list(p) for p in controls], layers=layers,
                 modes=modes, n=F.n, on_mismatch=F.on_mismatch, seed=F.seed,
                 max_new_tokens=F.max_new_tokens)
-  study = runner.Study(lm, experiment=EXPERIMENT, model=F.model,
-                       config=config, out_dir=F.out_dir, key_extra=("part",),
-                       max_new_tokens=F.max_new_tokens)
+  study = common.open_run(lm, EXPERIMENT, config, key_extra=("part",))
   study.start(len(modes) * (len(pairs) + len(controls)), unit="pair")
   transfer.run_instances(study, pairs=pairs, layers=layers, modes=modes,
                          n=F.n, shared_queries="source",

@@ -46,13 +46,10 @@ EXPERIMENT = "demo_ablation"
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
-
   from icl_jax.interventions import ablation, runner, single_position as sp
   from icl_jax.interventions.heatmaps import heatmap, pair_label
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  pairs = common.parse_pairs(F.pairs)
+  pairs, modes = common.parse_pairs_and_modes()
   tasks = runner.parse_tasks(F.tasks)
   parts = runner.check_choices(F.parts, ["A", "B", "C"], "--parts")
   try:
@@ -61,7 +58,6 @@ def main(argv):
     raise ValueError(f"--ks {F.ks} are not integers") from e
   if not ks or min(ks) < 1 or max(ks) > 5:
     raise ValueError(f"--ks must be in 1..5 (the fixed demo lists), got {ks}")
-  modes = common.modes(F.mode)
   if "C" in parts:
     import math
 
@@ -71,9 +67,7 @@ def main(argv):
           f"Part C: {m} prompts ({F.n} x {len(tasks)} tasks) leave fewer than "
           f"one test/train prompt per task in an 80/20 split; raise --n or "
           "drop C from --parts")
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
+  lm = common.load_model()
   layers_b = runner.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
   layers_c = runner.parse_layers(F.layers, lm.n_layers,
                                  "demo_ablation_probe")
@@ -81,10 +75,7 @@ def main(argv):
                 parts=parts, ks=ks, layers_b=layers_b, layers_c=layers_c,
                 modes=modes, n=F.n, timing=F.timing, seed=F.seed,
                 max_new_tokens=F.max_new_tokens)
-  study = runner.Study(lm, experiment=EXPERIMENT, model=F.model,
-                       config=config, out_dir=F.out_dir,
-                       key_extra=("k", "part"),
-                       max_new_tokens=F.max_new_tokens)
+  study = common.open_run(lm, EXPERIMENT, config, key_extra=("k", "part"))
   probe = (runner.Study(lm, experiment=EXPERIMENT + "_probe", model=F.model,
                         config=config, out_dir=F.out_dir, key_extra=("k",),
                         progress=False) if "C" in parts else None)

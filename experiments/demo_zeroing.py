@@ -51,7 +51,6 @@ EXPERIMENT = "demo_zeroing"
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
   import numpy as np
 
   from icl_jax.interventions import ablation, runner
@@ -59,14 +58,9 @@ def main(argv):
   from icl_jax.interventions.heatmaps import heatmap
   from icl_jax.interventions.spec import make_cells
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  tasks = runner.parse_tasks(F.tasks)
+  tasks, modes = common.parse_task_flags()
   conditions = runner.check_choices(F.conditions, CONDITIONS, "--conditions")
-  modes = common.modes(F.mode)
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
-  layers = runner.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
+  lm, layers = common.load_model_and_layers(EXPERIMENT)
   tok, D = lm.tokenizer, lm.config.d_model
   if F.knockout_window < 1:
     raise ValueError("--knockout_window must be >= 1")
@@ -75,9 +69,7 @@ def main(argv):
                 knockout_generated=F.knockout_generated,
                 knockout_window=F.knockout_window,
                 max_new_tokens=F.max_new_tokens)
-  study = runner.Study(lm, experiment=EXPERIMENT, model=F.model,
-                       config=config, out_dir=F.out_dir,
-                       max_new_tokens=F.max_new_tokens)
+  study = common.open_run(lm, EXPERIMENT, config)
 
   def plan(mode, tp):
     region, split = ablation.demo_region(tok, tp, mode)

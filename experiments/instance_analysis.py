@@ -31,11 +31,7 @@ EXP13_PAIRS = (("uppercase", "first_letter"), ("uppercase", "sentiment"),
                ("repeat_word", "first_letter"),
                ("pattern_completion", "repeat_word"))
 common.define_common_flags(default_pairs=EXP13_PAIRS, default_n=20)
-flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
-                  "aligned mode: demo answers whose token counts differ "
-                  "between source and target (truncate: map the first "
-                  "min(n_src, n_tgt) tokens of each answer; skip: drop the "
-                  "answer; refuse: error)")
+common.define_on_mismatch_flag(common.ANSWER_MISMATCH_HELP)
 flags.DEFINE_integer("n_source", 1, "source prompts averaged (the study: 1)")
 F = flags.FLAGS
 EXPERIMENT = "instance_analysis"
@@ -43,27 +39,18 @@ EXPERIMENT = "instance_analysis"
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
-
-  from icl_jax.interventions import runner, transfer
+  from icl_jax.interventions import transfer
   from icl_jax.interventions.heatmaps import heatmap, pair_label
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  pairs = common.parse_pairs(F.pairs)
-  modes = common.modes(F.mode)
+  pairs, modes = common.parse_pairs_and_modes()
   if not 1 <= F.n_source <= F.n:
     raise ValueError(f"--n_source must be in 1..--n ({F.n})")
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
-  layers = runner.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
+  lm, layers = common.load_model_and_layers(EXPERIMENT)
   config = dict(model=F.model, pairs=[list(p) for p in pairs], layers=layers,
                 modes=modes, n=F.n, n_source=F.n_source,
                 on_mismatch=F.on_mismatch, seed=F.seed,
                 max_new_tokens=F.max_new_tokens)
-  study = runner.Study(lm, experiment=EXPERIMENT, model=F.model,
-                       config=config, out_dir=F.out_dir,
-                       max_new_tokens=F.max_new_tokens)
+  study = common.open_run(lm, EXPERIMENT, config)
   study.start(len(modes) * len(pairs), unit="pair")
   transfer.run_instances(study, pairs=pairs, layers=layers, modes=modes,
                          n=F.n, shared_queries="target", n_source=F.n_source,

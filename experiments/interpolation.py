@@ -68,27 +68,18 @@ def parse_triples(spec: str):
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
-
   from icl_jax.interventions import runner, single_position as sp
   from icl_jax.interventions.heatmaps import heatmap
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  pairs = common.parse_pairs(F.pairs)
+  pairs, modes = common.parse_pairs_and_modes()
   triples = parse_triples(F.triples)
   alphas = runner.parse_floats(F.alphas, "--alphas")
-  modes = common.modes(F.mode)
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
-  layers = runner.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
+  lm, layers = common.load_model_and_layers(EXPERIMENT)
   config = dict(model=F.model, pairs=[list(p) for p in pairs],
                 triples=[list(t) for t in triples], alphas=alphas,
                 layers=layers, modes=modes, n=F.n, timing=F.timing,
                 seed=F.seed, max_new_tokens=F.max_new_tokens)
-  study = runner.Study(lm, experiment=EXPERIMENT, model=F.model,
-                       config=config, out_dir=F.out_dir,
-                       max_new_tokens=F.max_new_tokens)
+  study = common.open_run(lm, EXPERIMENT, config)
   study.start(len(modes) * (len(pairs) + len(triples)), unit="job")
   sp.run_interpolation(study, pairs=pairs, triples=triples, alphas=alphas,
                        layers=layers, modes=modes, n=F.n, timing=F.timing)

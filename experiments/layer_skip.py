@@ -43,7 +43,6 @@ EXPERIMENT = "layer_skip"
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
   import numpy as np
 
   from icl_jax.interventions import ablation, runner
@@ -52,22 +51,16 @@ def main(argv):
   from icl_jax.interventions.heatmaps import heatmap
   from icl_jax.interventions.spec import make_cells
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  tasks = runner.parse_tasks(F.tasks)
+  tasks, modes = common.parse_task_flags()
   group_tasks = runner.parse_tasks(F.group_tasks) if F.group_tasks else []
-  modes = common.modes(F.mode)
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
+  lm = common.load_model()
   L, D = lm.n_layers, lm.config.d_model
   layers = runner.parse_layers(F.layers, L, EXPERIMENT)
   groups = ablation.skip_groups(L, F.skip_groups) if group_tasks else {}
   config = dict(model=F.model, tasks=tasks, group_tasks=group_tasks,
                 groups=groups, layers=layers, modes=modes, n=F.n,
                 max_new_tokens=F.max_new_tokens)
-  study = runner.Study(lm, experiment=EXPERIMENT, model=F.model,
-                       config=config, out_dir=F.out_dir,
-                       max_new_tokens=F.max_new_tokens)
+  study = common.open_run(lm, EXPERIMENT, config)
 
   def plan(mode, tp):
     whole_generation = mode == "aligned"

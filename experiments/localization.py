@@ -45,24 +45,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common  # noqa: E402
 
-flags.DEFINE_string("model", "gemma3-270m",
-                    "embedded name, .gguf file or HF checkpoint directory")
-flags.DEFINE_enum("mode", "both", ["faithful", "aligned", "both"],
-                  "position mode(s) to run")
-flags.DEFINE_string("out_dir", "runs", "results root directory")
-flags.DEFINE_integer("n", 50, "prompts per task (the study: 50)")
-flags.DEFINE_string("layers", "all", "'all' or a comma list of block indices")
-flags.DEFINE_integer("seed", 0, "seed of the sampled demos (aligned mode)")
-flags.DEFINE_integer("k", 5, "demos per prompt")
+common.define_probe_flags(50, "prompts per task (the study: 50)")
 flags.DEFINE_list("probes", ["centroid", "logistic"],
                   "centroid (the study's) and/or logistic (5-fold, C=1)")
 flags.DEFINE_integer("logistic_max_iter", 100,
                      "L-BFGS iteration cap of the logistic probe")
 flags.DEFINE_float("logistic_tol", 1e-3, "gradient-norm tolerance of it")
-flags.DEFINE_integer("batch_size", 16, "prompts per forward")
 flags.DEFINE_bool("save_features", True,
                   "write features_<mode>.npz (and reuse it when re-run)")
-flags.DEFINE_string("dtype", None, "float32 (default) or bfloat16")
 F = flags.FLAGS
 
 EXPERIMENT = "localization"
@@ -332,15 +322,13 @@ def print_tables(summary, mode_list, probes):
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
+  from icl_jax.interventions.study import quiet_logs
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
+  quiet_logs()
   bad = [p for p in F.probes if p not in PROBES]
   if bad:
     raise ValueError(f"--probes: unknown {bad}; known: {PROBES}")
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
+  lm = common.load_model()
   layers = common.parse_layers(F.layers, lm.n_layers)
   mode_list = common.modes(F.mode)
   _, summary = run(lm, model=F.model, mode_list=mode_list, n=F.n, k=F.k,

@@ -59,20 +59,26 @@ def summarize(rows, n_layers: int) -> list[dict]:
 
     best = max(sorted(by_layer), key=mean_t)
     rs = by_layer[best]
+    if mean_t(best) == 0:
+      # No transfer at any layer: there is no best layer; pool every layer.
+      best = None
+      rs = [r for layer in by_layer for r in by_layer[layer]]
     n = sum(r["n"] for r in rs)
     k_t = round(sum(r["transfer"] * r["n"] for r in rs))
     k_p = round(sum(r["preserve"] * r["n"] for r in rs))
     head = [r for r in rs if (r["source_task"], r["target_task"]) ==
             ("uppercase", "repeat_word")]
+    head_t = (sum(r["transfer"] for r in head) / len(head)) if head else None
     out.append({
         "mode": mode, "condition": cond, "timing": timing,
-        "best_layer": best, "depth_fraction": best / n_layers,
+        "best_layer": best,
+        "depth_fraction": None if best is None else best / n_layers,
         "pairs": len(rs), "n": n, "transfer": k_t / n,
         "transfer_ci": wilson_interval(k_t, n), "preserve": k_p / n,
         "preserve_ci": wilson_interval(k_p, n),
         "max_cell_transfer": max(r["transfer"] for l in by_layer
                                  for r in by_layer[l]),
-        "headline_pair_transfer": head[0]["transfer"] if head else None,
+        "headline_pair_transfer": head_t,
     })
   return out
 
@@ -92,16 +98,21 @@ def print_summary(summary, model: str, n_layers: int) -> str:
     pci = s["preserve_ci"]
     head = ("" if s["headline_pair_transfer"] is None
             else f"{s['headline_pair_transfer']:.2f}")
+    best = "none" if s["best_layer"] is None else str(s["best_layer"])
+    depth = ("all" if s["depth_fraction"] is None
+             else f"{s['depth_fraction']:.2f}")
     lines.append(
-        f"{s['mode']:9} {s['condition']:16} {dec:11} {s['best_layer']:>6} "
-        f"{s['depth_fraction']:>5.2f} {s['transfer']:>6.3f} "
+        f"{s['mode']:9} {s['condition']:16} {dec:11} {best:>6} "
+        f"{depth:>5} {s['transfer']:>6.3f} "
         f"[{ci[0]:.3f}, {ci[1]:.3f}] {s['preserve']:>6.3f} "
         f"[{pci[0]:.3f}, {pci[1]:.3f}] {s['max_cell_transfer']:>8.2f} "
         f"{head:>7}")
   lines += ["", "multi-position = all_demo / output_only; single-position = "
             "last_demo_token (faithful: the study's index, the '\\n\\n' "
             "separator on Gemma; aligned: the last demo's final answer "
-            "token). up->rep = uppercase->repeat_word at the best layer."]
+            "token). up->rep = uppercase->repeat_word at the best layer. "
+            "best L 'none': zero transfer at every layer; its rates are "
+            "pooled over all layers."]
   text = "\n".join(lines)
   print(text)
   return text

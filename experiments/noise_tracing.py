@@ -65,7 +65,6 @@ EXPERIMENT = "noise_tracing"
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
   import numpy as np
 
   from icl_jax import tasks as T
@@ -73,20 +72,15 @@ def main(argv):
   from icl_jax.interventions.heatmaps import heatmap
   from icl_jax.interventions.spec import make_cells
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  tasks = runner.parse_tasks(F.tasks)
+  tasks, modes = common.parse_task_flags()
   positions = runner.check_choices(F.positions, POSITIONS, "--positions")
-  modes = common.modes(F.mode)
   noise = {"faithful": (F.faithful_noise, runner.parse_floats(
       F.faithful_scales, "--faithful_scales")),
            "aligned": (F.aligned_noise, runner.parse_floats(
                F.aligned_scales, "--aligned_scales"))}
   if F.act_prompts < 1:
     raise ValueError("--act_prompts must be >= 1")
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
-  layers = runner.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
+  lm, layers = common.load_model_and_layers(EXPERIMENT)
   tok, D = lm.tokenizer, lm.config.d_model
   config = dict(model=F.model, tasks=tasks, positions=positions,
                 layers=layers, modes=modes, n=F.n,
@@ -94,10 +88,8 @@ def main(argv):
                 primary_scale=F.primary_scale, act_prompts=F.act_prompts,
                 noise_per_prompt=F.noise_per_prompt, seed=F.seed,
                 max_new_tokens=F.max_new_tokens)
-  study = runner.Study(lm, experiment=EXPERIMENT, model=F.model,
-                       config=config, out_dir=F.out_dir,
-                       key_extra=("noise", "scale"),
-                       max_new_tokens=F.max_new_tokens)
+  study = common.open_run(lm, EXPERIMENT, config,
+                          key_extra=("noise", "scale"))
   sigma_act = None
   if any(noise[m][0] == "act_std" for m in modes):
     core = [T.make_episodes(T.get_task(t), -(-F.act_prompts // 8))

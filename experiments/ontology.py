@@ -35,22 +35,17 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments import common  # noqa: E402
 from icl_jax.tasks import CORE_TASKS  # noqa: E402
 
-flags.DEFINE_string("model", "gemma3-270m",
-                    "embedded name, .gguf file or HF checkpoint directory")
-flags.DEFINE_enum("mode", "both", ["faithful", "aligned", "both"],
-                  "position mode(s) to run")
-flags.DEFINE_string("out_dir", "runs", "results root directory")
-flags.DEFINE_integer("n", 10, "prompts per task")
-flags.DEFINE_string("layers", "all", "'all', 'study' (depth 0.5, the "
-                    "original's layer 14 of 28) or a comma list")
+common.define_model_flags(
+    10, "prompts per task",
+    layers_help="'all', 'study' (depth 0.5, the original's layer 14 of 28) "
+                "or a comma list",
+    seed_help="unused (fixed demos); kept for the common flag set")
 flags.DEFINE_list("tasks", list(CORE_TASKS), "tasks (>= 3)")
 flags.DEFINE_string("position", None, "position override (see docstring)")
-flags.DEFINE_integer("seed", 0, "unused (fixed demos); kept for the common "
-                     "flag set")
 flags.DEFINE_integer("permutations", 1000, "label permutations")
-flags.DEFINE_string("dtype", None, "float32 (default) or bfloat16")
 F = flags.FLAGS
 EXPERIMENT = "ontology"
 DEFAULT_POSITION = {"faithful": "last_demo_token",

@@ -44,18 +44,11 @@ common.define_common_flags(default_pairs=PAIRS, default_n=20)
 flags.DEFINE_string("sizes", "1,2,3,4,5,7,10", "random subset sizes")
 flags.DEFINE_integer("subsets", 10, "random subsets per size")
 flags.DEFINE_list("parts", ["A", "B"], "parts to run (A, B)")
-flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
-                  "aligned mode: demo token groups whose lengths differ")
+common.define_on_mismatch_flag()
 F = flags.FLAGS
 EXPERIMENT = "output_positions"
 STRUCTURED = ("first_per_demo", "last_per_demo", "every_other", "first_demo",
               "last_demo")
-
-
-def study_layers(n_layers):
-  from icl_jax.interventions.study import STUDY_FRACTION, layer_at_fraction
-
-  return [layer_at_fraction(STUDY_FRACTION, n_layers)]
 
 
 def source_positions(tok, mode, setup, on_mismatch):
@@ -239,24 +232,16 @@ def main(argv):
   del argv
   from icl_jax.interventions import study
 
-  study.quiet_logs()
-  modes = study.parse_modes(F.mode)
-  pairs = study.parse_pairs(F.pairs)
-  n = study.check_positive(F.n, "--n")
+  modes, pairs, n = common.parse_pair_flags()
   sizes = study.parse_ints(F.sizes, "--sizes", 1, None)
   n_subsets = study.check_positive(F.subsets, "--subsets")
   parts = [p.strip().upper() for p in F.parts]
   if not parts or any(p not in ("A", "B") for p in parts):
     raise ValueError(f"--parts {F.parts}: use a subset of A,B")
-  config = dict(pairs=[list(p) for p in pairs], n=n, sizes=sizes,
-                subsets=n_subsets, parts=sorted(parts),
-                on_mismatch=F.on_mismatch, seed=F.seed)
-  st = study.open_study(experiment=EXPERIMENT, model=F.model,
-                        out_dir=F.out_dir, config=config, layers=F.layers,
-                        modes=modes, dtype=F.dtype,
-                        max_new_tokens=F.max_new_tokens,
-                        study_layers=study_layers,
-                        key_extra=("size", "subset"))
+  st = common.open_pair_study(
+      EXPERIMENT, modes, pairs, n,
+      dict(sizes=sizes, subsets=n_subsets, parts=sorted(parts)),
+      study_layers=study.study_fraction_layer, key_extra=("size", "subset"))
   jobs = build_jobs(st.lm.tokenizer, modes, pairs, n, st.layers, sizes,
                     n_subsets, parts, F.seed, F.on_mismatch)
   rows = st.run(jobs)

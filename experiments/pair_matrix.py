@@ -29,17 +29,10 @@ from icl_jax.tasks import CORE_TASKS  # noqa: E402
 
 ALL_PAIRS = tuple(itertools.permutations(CORE_TASKS, 2))
 common.define_common_flags(default_pairs=ALL_PAIRS, default_n=10)
-flags.DEFINE_list("conditions", ["all_demo"], "position conditions")
-flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
-                  "aligned mode: demo token groups whose lengths differ")
+common.define_conditions_flag(["all_demo"])
+common.define_on_mismatch_flag()
 F = flags.FLAGS
 EXPERIMENT = "pair_matrix"
-
-
-def study_layers(n_layers):
-  from icl_jax.interventions.study import STUDY_FRACTION, layer_at_fraction
-
-  return [layer_at_fraction(STUDY_FRACTION, n_layers)]
 
 
 def matrix(rows, tasks, metric="transfer"):
@@ -124,23 +117,14 @@ def plot(rows, path_dir, model, n_layers, summary):
 
 def main(argv):
   del argv
-  from icl_jax.interventions import plans, study
+  from icl_jax.interventions import plans
+  from icl_jax.interventions.study import study_fraction_layer
 
-  study.quiet_logs()
-  modes = study.parse_modes(F.mode)
-  pairs = study.parse_pairs(F.pairs)
-  n = study.check_positive(F.n, "--n")
-  for c in F.conditions:
-    for m in modes:
-      plans.check_condition(c, m)
-  config = dict(pairs=[list(p) for p in pairs], n=n,
-                conditions=list(F.conditions), on_mismatch=F.on_mismatch,
-                seed=F.seed)
-  st = study.open_study(experiment=EXPERIMENT, model=F.model,
-                        out_dir=F.out_dir, config=config, layers=F.layers,
-                        modes=modes, dtype=F.dtype,
-                        max_new_tokens=F.max_new_tokens,
-                        study_layers=study_layers)
+  modes, pairs, n = common.parse_pair_flags()
+  common.check_conditions(F.conditions, modes)
+  st = common.open_pair_study(EXPERIMENT, modes, pairs, n,
+                              dict(conditions=list(F.conditions)),
+                              study_layers=study_fraction_layer)
   jobs = [plans.transfer_job(mode, setup, st.layers, F.conditions,
                              on_mismatch=F.on_mismatch)
           for mode in modes for setup in plans.make_setups(pairs, n,

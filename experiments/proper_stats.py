@@ -30,11 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import common  # noqa: E402
 
 common.define_common_flags(default_pairs=common.EXP8_PAIRS, default_n=50)
-flags.DEFINE_list("conditions", list(common.EXP8_CONDITIONS),
-                  "position conditions (faithful: the study's line-based "
-                  "sets; aligned: their token-exact counterparts)")
-flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
-                  "aligned mode: demo token groups whose lengths differ")
+common.define_conditions_flag(
+    common.EXP8_CONDITIONS, "position conditions (faithful: the study's "
+    "line-based sets; aligned: their token-exact counterparts)")
+common.define_on_mismatch_flag()
 F = flags.FLAGS
 EXPERIMENT = "proper_stats"
 
@@ -93,22 +92,12 @@ def write_csv(rows, path):
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.interventions import plans, study
+  from icl_jax.interventions import plans
 
-  study.quiet_logs()
-  modes = study.parse_modes(F.mode)
-  pairs = study.parse_pairs(F.pairs)
-  n = study.check_positive(F.n, "--n")
-  for c in F.conditions:
-    for m in modes:
-      plans.check_condition(c, m)
-  config = dict(pairs=[list(p) for p in pairs], n=n,
-                conditions=list(F.conditions), on_mismatch=F.on_mismatch,
-                seed=F.seed)
-  st = study.open_study(experiment=EXPERIMENT, model=F.model,
-                        out_dir=F.out_dir, config=config, layers=F.layers,
-                        modes=modes, dtype=F.dtype,
-                        max_new_tokens=F.max_new_tokens)
+  modes, pairs, n = common.parse_pair_flags()
+  common.check_conditions(F.conditions, modes)
+  st = common.open_pair_study(EXPERIMENT, modes, pairs, n,
+                              dict(conditions=list(F.conditions)))
   jobs = []
   for mode in modes:
     for setup in plans.make_setups(pairs, n, seed=F.seed):

@@ -40,24 +40,15 @@ EXPERIMENT = "query_transplant"
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
-
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.interventions import runner, single_position as sp
+  from icl_jax.interventions import single_position as sp
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  pairs = common.parse_pairs(F.pairs)
-  modes = common.modes(F.mode)
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
-  layers = runner.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
+  pairs, modes = common.parse_pairs_and_modes()
+  lm, layers = common.load_model_and_layers(EXPERIMENT)
   config = dict(model=F.model, pairs=[list(p) for p in pairs], layers=layers,
                 modes=modes, n=F.n, timing=F.timing, seed=F.seed,
                 max_new_tokens=F.max_new_tokens)
-  study = runner.Study(lm, experiment=EXPERIMENT, model=F.model,
-                       config=config, out_dir=F.out_dir,
-                       max_new_tokens=F.max_new_tokens)
+  study = common.open_run(lm, EXPERIMENT, config)
   study.start(len(modes) * len(pairs), unit="pair")
   sp.run_transplant(study, pairs=pairs, conditions=["first_query_token"],
                     layers=layers, modes=modes, n=F.n, seed=F.seed,

@@ -42,16 +42,9 @@ common.define_common_flags(default_pairs=VARIANT_PAIRS + CONTROLS,
                            default_n=20)
 flags.DEFINE_boolean("baselines", True, "Part A: clean accuracy of the "
                      "three variants")
-flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
-                  "aligned mode: demo token groups whose lengths differ")
+common.define_on_mismatch_flag()
 F = flags.FLAGS
 EXPERIMENT = "sentiment_variants"
-
-
-def study_layers(n_layers):
-  from icl_jax.interventions.study import STUDY_FRACTION, layer_at_fraction
-
-  return [layer_at_fraction(STUDY_FRACTION, n_layers)]
 
 
 def is_variant_pair(s, t):
@@ -99,25 +92,14 @@ def summarize(rows):
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.interventions import study
+  from icl_jax.interventions.study import study_fraction_layer
 
-  study.quiet_logs()
-  modes = study.parse_modes(F.mode)
-  pairs = study.parse_pairs(F.pairs)
-  n = study.check_positive(F.n, "--n")
-  config = dict(pairs=[list(p) for p in pairs], n=n, baselines=F.baselines,
-                on_mismatch=F.on_mismatch, seed=F.seed)
-  st = study.open_study(experiment=EXPERIMENT, model=F.model,
-                        out_dir=F.out_dir, config=config, layers=F.layers,
-                        modes=modes, dtype=F.dtype,
-                        max_new_tokens=F.max_new_tokens,
-                        study_layers=study_layers)
+  modes, pairs, n = common.parse_pair_flags()
+  st = common.open_pair_study(EXPERIMENT, modes, pairs, n,
+                              dict(baselines=F.baselines),
+                              study_layers=study_fraction_layer)
   if F.baselines:  # Part A: clean accuracy, one batched generation
-    from icl_jax.interventions import plans
-
-    plans.run_baselines(st.engine, st.rd,
-                        [plans.task_setup(t, n) for t in VARIANTS], modes,
-                        experiment=EXPERIMENT, model=F.model)
+    st.run_baselines(VARIANTS, n)
   rows = st.run(build_jobs(modes, pairs, n, st.layers, F.seed,
                            F.on_mismatch))
   transfer_by_layer([r for r in rows if r["condition"] != "baseline"],

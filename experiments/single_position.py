@@ -75,16 +75,12 @@ def main(argv):
   modes = common.modes(F.mode)
   controls = (exp == "transplant") if F.controls is None else F.controls
   control_tasks = list(dict.fromkeys(t for p in pairs for t in p))
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
-  layers = runner.parse_layers(F.layers, lm.n_layers, exp)
+  lm, layers = common.load_model_and_layers(exp)
   config = dict(model=F.model, experiment=exp, pairs=[list(p) for p in pairs],
                 layers=layers, modes=modes, n=F.n, conditions=conditions,
                 timing=F.timing, controls=controls, seed=F.seed,
                 max_new_tokens=F.max_new_tokens)
-  study = runner.Study(lm, experiment=exp, model=F.model, config=config,
-                       out_dir=F.out_dir, max_new_tokens=F.max_new_tokens)
+  study = common.open_run(lm, exp, config)
   study.start(len(modes) * (len(pairs) + (len(control_tasks) if controls
                                           else 0)), unit="pair")
   # exp3 computed one task vector per task at start-up; exp5 per pair.

@@ -38,16 +38,9 @@ common.define_common_flags(default_pairs=PAIRS, default_n=20)
 flags.DEFINE_string("source_k", "1,2,3,5", "source demo counts (1..5)")
 flags.DEFINE_boolean("pad_source_demos", False,
                      "also run the constant-extent control (see docstring)")
-flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
-                  "aligned mode: demo token groups whose lengths differ")
+common.define_on_mismatch_flag()
 F = flags.FLAGS
 EXPERIMENT = "source_demo_count"
-
-
-def study_layers(n_layers):
-  from icl_jax.interventions.study import STUDY_FRACTION, layer_at_fraction
-
-  return [layer_at_fraction(STUDY_FRACTION, n_layers)]
 
 
 def k_setup(setup, k: int, padded: bool):
@@ -113,19 +106,12 @@ def main(argv):
   from icl_jax.analysis.plots import transfer_by_layer
   from icl_jax.interventions import plans, study
 
-  study.quiet_logs()
-  modes = study.parse_modes(F.mode)
-  pairs = study.parse_pairs(F.pairs)
-  n = study.check_positive(F.n, "--n")
+  modes, pairs, n = common.parse_pair_flags()
   ks = study.parse_ints(F.source_k, "--source_k", 1, 5)
-  config = dict(pairs=[list(p) for p in pairs], n=n, source_k=ks,
-                pad_source_demos=F.pad_source_demos,
-                on_mismatch=F.on_mismatch, seed=F.seed)
-  st = study.open_study(experiment=EXPERIMENT, model=F.model,
-                        out_dir=F.out_dir, config=config, layers=F.layers,
-                        modes=modes, dtype=F.dtype,
-                        max_new_tokens=F.max_new_tokens,
-                        study_layers=study_layers, key_extra=("source_k",))
+  st = common.open_pair_study(
+      EXPERIMENT, modes, pairs, n,
+      dict(source_k=ks, pad_source_demos=F.pad_source_demos),
+      study_layers=study.study_fraction_layer, key_extra=("source_k",))
   jobs = []
   for mode in modes:
     for setup in plans.make_setups(pairs, n, queries="target", seed=F.seed):

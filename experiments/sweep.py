@@ -89,8 +89,7 @@ flags.DEFINE_boolean("relative_noise", False, "noise in units of the "
                      "residual RMS at each position")
 flags.DEFINE_float("scale", 1.0, "multiplier of source values (add)")
 flags.DEFINE_string("experiment", "sweep", "results subdirectory name")
-flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
-                  "aligned mode: demo token groups whose lengths differ")
+common.define_on_mismatch_flag()
 flags.DEFINE_enum("prompt_format", "study", ["study", "arrow"],
                   "prompt format of task prompts and .jsonl files")
 flags.DEFINE_integer("k", 5, "demos per task prompt")

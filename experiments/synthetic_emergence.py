@@ -56,6 +56,14 @@ flags.DEFINE_integer("num_steps", 80_000, "Total optimizer steps.")
 flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
 flags.DEFINE_float("b1", 0.9, "Adam beta1.")
 flags.DEFINE_float("b2", 0.9999, "Adam beta2.")
+flags.DEFINE_integer("warmup_steps", 0,
+                     "Linear lr warm-up steps (paper: none; a deviation).")
+flags.DEFINE_integer("curriculum_start_rank", 0,
+                     "Dimension curriculum (Garg et al.; a deviation): train "
+                     "on the first r dims of each basis block, r growing from "
+                     "this value to basis_rank. 0 = off (the paper).")
+flags.DEFINE_integer("curriculum_every", 0,
+                     "Steps per curriculum stage (rank += 1).")
 flags.DEFINE_integer("seed", 0, "Seed (init, data, eval sets).")
 flags.DEFINE_integer("steps_per_epoch", 800, "Assumed steps per 'epoch'.")
 flags.DEFINE_integer("n_test_per_basis", 250, "Test sequences per basis.")
@@ -112,6 +120,9 @@ def build_config():
       learning_rate=FLAGS.learning_rate,
       b1=FLAGS.b1,
       b2=FLAGS.b2,
+      warmup_steps=FLAGS.warmup_steps,
+      curriculum_start_rank=FLAGS.curriculum_start_rank,
+      curriculum_every=FLAGS.curriculum_every,
       seed=FLAGS.seed,
       steps_per_epoch=FLAGS.steps_per_epoch,
       n_test_per_basis=FLAGS.n_test_per_basis,
@@ -204,8 +215,15 @@ def make_plots(run_dir: Path, config, log):
   out["emergence"] = str(plots.plot_emergence(
       log, run_dir / "emergence.png", td_position=FLAGS.td_position,
       title=(f"{config.model.n_layers}L/{config.model.n_heads}H/"
-             f"d{config.model.d_model}, batch {config.batch_size}, "
-             f"lr {config.learning_rate:g}, seed {config.seed}"),
+             f"d{config.model.d_model}, D={config.task.n_dims}, "
+             f"{config.task.n_bases}x{config.task.basis_rank}, batch "
+             f"{config.batch_size}, lr {config.learning_rate:g}"
+             + (f" (warm-up {config.warmup_steps})"
+                if config.warmup_steps else "")
+             + f", b2 {config.b2:g}"
+             + (f", curriculum r{config.curriculum_start_rank}+1/"
+                f"{config.curriculum_every}" if config.uses_curriculum else "")
+             + f", seed {config.seed}"),
   ))
   snaps = plots.load_snapshots(
       run_dir,

@@ -56,30 +56,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common  # noqa: E402
 
-flags.DEFINE_string("model", "gemma3-270m",
-                    "embedded name, .gguf file or HF checkpoint directory")
-flags.DEFINE_string("out_dir", "runs", "results root directory")
-flags.DEFINE_integer("n", 40, "prompts per task and shot count")
+common.define_task_flags(40, "prompts per task and shot count")
 flags.DEFINE_list("shots", ["1", "4", "10"], "demos per prompt")
 flags.DEFINE_integer("peak_shots", 4,
                      "shot count whose mean-TD peak layer is used for the "
                      "correlation (Han et al.: 4)")
-flags.DEFINE_list("tasks", None, "tasks (default: the 8 core tasks)")
-flags.DEFINE_string("layers", "all", "'all' or a comma list of block indices")
 flags.DEFINE_list("family",
                   ["uppercase", "first_letter", "repeat_word", "length"],
                   "a confusable sub-family (shared inputs) whose TD is also "
                   "computed among its own tasks only (Han et al.'s setting); "
                   "empty to skip")
-flags.DEFINE_integer("seed", 0, "seed of the sampled demos")
 flags.DEFINE_integer("knn", 10, "neighbours of the kNN vote (Han: 10)")
 flags.DEFINE_bool("logistic", True,
                   "also a held-out logistic probe per layer (5-fold, C=1)")
 flags.DEFINE_integer("logistic_max_iter", 100,
                      "L-BFGS iteration cap of the logistic probe")
 flags.DEFINE_integer("batch_size", 16, "prompts per forward")
-flags.DEFINE_integer("max_new_tokens", 8, "generated tokens per prompt")
-flags.DEFINE_string("dtype", None, "float32 (default) or bfloat16")
 F = flags.FLAGS
 
 EXPERIMENT = "task_decodability"
@@ -476,20 +468,14 @@ def run(lm, *, model, task_names, shots, n, layers, seed, knn, peak_shots,
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
+  from icl_jax.interventions.study import quiet_logs
 
-  from icl_jax import tasks as T
-
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  task_names = F.tasks or list(T.CORE_TASKS)
-  for t in task_names:
-    T.get_task(t)
+  quiet_logs()
+  task_names = common.task_names()
   shots = [int(s) for s in F.shots]
   if any(s < 1 for s in shots):
     raise ValueError("--shots must be >= 1")
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
+  lm = common.load_model()
   layers = common.parse_layers(F.layers, lm.n_layers)
   _, a = run(lm, model=F.model, task_names=task_names, shots=shots, n=F.n,
              layers=layers, seed=F.seed, knn=F.knn, peak_shots=F.peak_shots,

@@ -46,25 +46,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common  # noqa: E402
 
-flags.DEFINE_string("model", "gemma3-270m",
-                    "embedded name, .gguf file or HF checkpoint directory")
-flags.DEFINE_string("out_dir", "runs", "results root directory")
-flags.DEFINE_integer("n", 30, "target prompts per task")
+common.define_task_flags(
+    30, "target prompts per task", layers="mid",
+    layers_help="'mid' (depth fractions .2/.35/.5/.65), 'all' or a comma "
+                "list of block indices")
 flags.DEFINE_integer("n_source", 20, "source prompts per task (vectors)")
 flags.DEFINE_integer("source_shots", 5, "demos per source prompt")
 flags.DEFINE_integer("target_shots", 0, "demos per target prompt")
-flags.DEFINE_string("layers", "mid",
-                    "'mid' (depth fractions .2/.35/.5/.65), 'all' or a "
-                    "comma list of block indices")
 flags.DEFINE_enum("edit", "replace", ["replace", "add"], "injection mode")
 flags.DEFINE_float("alpha", 1.0, "scale of --edit=add")
 flags.DEFINE_list("nulls", ["null_mean", "null_shuffled"],
                   "null conditions (null_mean, null_shuffled)")
-flags.DEFINE_list("tasks", None, "tasks (default: the 8 core tasks)")
-flags.DEFINE_integer("seed", 0, "seed of the sampled demos")
-flags.DEFINE_integer("max_new_tokens", 8, "generated tokens per prompt")
 flags.DEFINE_integer("batch_size", 16, "source prompts per forward")
-flags.DEFINE_string("dtype", None, "float32 (default) or bfloat16")
 F = flags.FLAGS
 
 EXPERIMENT = "task_vectors"
@@ -294,20 +287,14 @@ def run(lm, *, model, task_names, n, n_source, source_shots, target_shots,
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
+  from icl_jax.interventions.study import quiet_logs
 
-  from icl_jax import tasks as T
-
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  task_names = F.tasks or list(T.CORE_TASKS)
-  for t in task_names:
-    T.get_task(t)
+  quiet_logs()
+  task_names = common.task_names()
   bad = [c for c in F.nulls if c not in NULLS]
   if bad:
     raise ValueError(f"--nulls: unknown {bad}; known: {NULLS}")
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
+  lm = common.load_model()
   layers = parse_layers(F.layers, lm.n_layers)
   _, s = run(lm, model=F.model, task_names=task_names, n=F.n,
              n_source=F.n_source, source_shots=F.source_shots,

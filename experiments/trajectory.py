@@ -42,17 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common  # noqa: E402
 
-flags.DEFINE_string("model", "gemma3-270m",
-                    "embedded name, .gguf file or HF checkpoint directory")
-flags.DEFINE_enum("mode", "both", ["faithful", "aligned", "both"],
-                  "position mode(s) to run")
-flags.DEFINE_string("out_dir", "runs", "results root directory")
-flags.DEFINE_integer("n", 20, "prompts per task (the study: 20)")
-flags.DEFINE_string("layers", "all", "'all' or a comma list of block indices")
-flags.DEFINE_integer("seed", 0, "seed of the sampled demos (aligned mode)")
-flags.DEFINE_integer("k", 5, "demos per prompt")
-flags.DEFINE_integer("batch_size", 16, "prompts per forward")
-flags.DEFINE_string("dtype", None, "float32 (default) or bfloat16")
+common.define_probe_flags(20, "prompts per task (the study: 20)")
 F = flags.FLAGS
 
 EXPERIMENT = "trajectory"
@@ -239,12 +229,10 @@ def run(lm, *, model, mode_list, n, k, layers, seed, out_dir, batch_size=16,
 
 def main(argv):
   del argv
-  from absl import logging as absl_logging
+  from icl_jax.interventions.study import quiet_logs
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  import icl_jax
-
-  lm = icl_jax.load(F.model, dtype=F.dtype)
+  quiet_logs()
+  lm = common.load_model()
   layers = common.parse_layers(F.layers, lm.n_layers)
   mode_list = common.modes(F.mode)
   _, summary = run(lm, model=F.model, mode_list=mode_list, n=F.n, k=F.k,

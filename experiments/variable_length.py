@@ -37,8 +37,7 @@ PART_B_PAIRS = (("repeat_n", "repeat_word"), ("repeat_word", "repeat_n"),
 STUDY_LAYERS_28 = (4, 6, 8, 10, 12, 15)
 common.define_common_flags(default_pairs=PART_B_PAIRS, default_n=15)
 flags.DEFINE_list("parts", ["A", "B", "C"], "parts to run (A, B, C)")
-flags.DEFINE_enum("on_mismatch", "truncate", ["skip", "truncate", "refuse"],
-                  "aligned mode: demo token groups whose lengths differ")
+common.define_on_mismatch_flag()
 F = flags.FLAGS
 F.set_default("max_new_tokens", 16)  # repeat_n answers have up to 5 words
 EXPERIMENT = "variable_length"
@@ -109,29 +108,17 @@ def build_jobs(modes, parts, pairs, n, layers, seed, on_mismatch):
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.interventions import study
 
-  study.quiet_logs()
-  modes = study.parse_modes(F.mode)
-  pairs = study.parse_pairs(F.pairs)
-  n = study.check_positive(F.n, "--n")
+  modes, pairs, n = common.parse_pair_flags()
   parts = [p.strip().upper() for p in F.parts]
   bad = [p for p in parts if p not in ("A", "B", "C")]
   if bad or not parts:
     raise ValueError(f"--parts {F.parts}: use a subset of A,B,C")
-  config = dict(pairs=[list(p) for p in pairs], n=n, parts=sorted(parts),
-                on_mismatch=F.on_mismatch, seed=F.seed)
-  st = study.open_study(experiment=EXPERIMENT, model=F.model,
-                        out_dir=F.out_dir, config=config, layers=F.layers,
-                        modes=modes, dtype=F.dtype,
-                        max_new_tokens=F.max_new_tokens,
-                        study_layers=study_layers)
+  st = common.open_pair_study(EXPERIMENT, modes, pairs, n,
+                              dict(parts=sorted(parts)),
+                              study_layers=study_layers)
   if "A" in parts:  # baselines: one batched generation
-    from icl_jax.interventions import plans
-
-    plans.run_baselines(st.engine, st.rd,
-                        [plans.task_setup(t, n) for t in BASELINE_TASKS],
-                        modes, experiment=EXPERIMENT, model=F.model)
+    st.run_baselines(BASELINE_TASKS, n)
   rows = st.run(build_jobs(modes, parts, pairs, n, st.layers, F.seed,
                            F.on_mismatch), row_hook=add_by_n)
   transfer_by_layer([r for r in rows if r["condition"] != "baseline"],

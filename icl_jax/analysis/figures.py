@@ -16,11 +16,34 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _save(fig, path):
+def save_figure(fig, path, tight: bool = True):
   Path(path).parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110, bbox_inches="tight")
+  fig.savefig(path, dpi=110, **({"bbox_inches": "tight"} if tight else {}))
   plt.close(fig)
   return Path(path)
+
+
+def panel_grid(n_panels: int):
+  """Up to 3 columns of 4.6 x 3.2 in panels sharing y: (fig, axes [r,c])."""
+  ncol = min(3, n_panels)
+  nrow = -(-n_panels // ncol)
+  return plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.2 * nrow),
+                      squeeze=False, sharey=True)
+
+
+def finish_grid(fig, axes, n_used: int, ylabel: str, title: str = "",
+                legend_y: float = -0.04):
+  """Hides unused panels; y label, a shared legend below, the title."""
+  for ax in axes.flat[n_used:]:
+    ax.axis("off")
+  axes[0, 0].set_ylabel(ylabel)
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  if handles:
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7,
+               bbox_to_anchor=(0.5, legend_y))
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout(rect=(0, 0.06, 1, 1))
 
 
 def short(name: str) -> str:
@@ -63,7 +86,7 @@ def heatmap(matrix, row_labels: Sequence[str], col_labels: Sequence[str],
   fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
   if title:
     ax.set_title(title, fontsize=9)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def heatmap_grid(matrices: Mapping[str, np.ndarray], row_labels, col_labels,
@@ -89,7 +112,7 @@ def heatmap_grid(matrices: Mapping[str, np.ndarray], row_labels, col_labels,
     fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02)
   if title:
     fig.suptitle(title, fontsize=10)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def curves(panels: Mapping[str, Mapping[str, tuple]], path, xlabel: str,
@@ -99,10 +122,7 @@ def curves(panels: Mapping[str, Mapping[str, tuple]], path, xlabel: str,
   items = [(k, v) for k, v in panels.items() if v]
   if not items:
     return None
-  ncol = min(3, len(items))
-  nrow = -(-len(items) // ncol)
-  fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.2 * nrow),
-                           squeeze=False, sharey=True)
+  fig, axes = panel_grid(len(items))
   for ax, (name, lines) in zip(axes.flat, items):
     for label, (xs, ys) in sorted(lines.items()):
       ax.plot(list(xs), list(ys), marker=".", label=label,
@@ -114,17 +134,8 @@ def curves(panels: Mapping[str, Mapping[str, tuple]], path, xlabel: str,
     if logx:
       ax.set_xscale("log")
     ax.grid(alpha=0.3)
-  for ax in axes.flat[len(items):]:
-    ax.axis("off")
-  axes[0, 0].set_ylabel(ylabel)
-  handles, labels = axes.flat[0].get_legend_handles_labels()
-  if handles:
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7,
-               bbox_to_anchor=(0.5, -0.04))
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout(rect=(0, 0.06, 1, 1))
-  return _save(fig, path)
+  finish_grid(fig, axes, len(items), ylabel, title)
+  return save_figure(fig, path)
 
 
 def scatter(series: Mapping[str, tuple], path, xlabel: str, ylabel: str,
@@ -141,7 +152,7 @@ def scatter(series: Mapping[str, tuple], path, xlabel: str, ylabel: str,
   ax.legend(fontsize=7)
   if title:
     ax.set_title(title, fontsize=9)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def points_2d(points: Mapping[str, tuple], path, title: str = "",
@@ -164,4 +175,4 @@ def points_2d(points: Mapping[str, tuple], path, title: str = "",
   ax.set_ylabel("PC2")
   if title:
     ax.set_title(title, fontsize=9)
-  return _save(fig, path)
+  return save_figure(fig, path)

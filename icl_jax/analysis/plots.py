@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from icl_jax.analysis import figures
 
 
 def transfer_by_layer(rows, path, title: str = "", metric: str = "transfer",
@@ -17,10 +13,7 @@ def transfer_by_layer(rows, path, title: str = "", metric: str = "transfer",
   pairs = sorted({(r["source_task"], r["target_task"]) for r in rows})
   if not pairs:
     return None
-  ncol = min(3, len(pairs))
-  nrow = -(-len(pairs) // ncol)
-  fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.2 * nrow),
-                           squeeze=False, sharey=True)
+  fig, axes = figures.panel_grid(len(pairs))
   for ax, (s, t) in zip(axes.flat, pairs):
     lines = defaultdict(list)
     for r in rows:
@@ -38,16 +31,6 @@ def transfer_by_layer(rows, path, title: str = "", metric: str = "transfer",
     ax.set_xlabel("layer (block output)")
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
-  for ax in axes.flat[len(pairs):]:
-    ax.axis("off")
-  axes[0, 0].set_ylabel(f"{metric} rate")
-  handles, labels = axes.flat[0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7,
-             bbox_to_anchor=(0.5, -0.02))
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout(rect=(0, 0.06, 1, 1))
-  Path(path).parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  figures.finish_grid(fig, axes, len(pairs), f"{metric} rate", title,
+                      legend_y=-0.02)
+  return figures.save_figure(fig, path, tight=False)

@@ -308,6 +308,25 @@ def images(data: Data, paths: Sequence[Path], limit: int = 4) -> str:
   return ("\n\n".join(out) + "\n") if out else ""
 
 
+def plots_and_notes(data: Data, experiment: str, rows,
+                    notes: Sequence[str]) -> str:
+  """The experiment's plots, then the artifact notes `notes`."""
+  return (images(data, data.pngs(experiment)) + "\n" +
+          artifact_notes(data, rows, notes))
+
+
+def model_mode_rows(data: Data, rows, experiments: Sequence[str],
+                    keep=None):
+  """(model, mode, its rows) per model of `experiments` and mode, in order,
+  skipping empty ones; `keep(row)` filters the rows first."""
+  for m in data.models(experiments):
+    for mode in ("faithful", "aligned"):
+      x = [r for r in rows if r["model"] == m and r["mode"] == mode and
+           (keep is None or keep(r))]
+      if x:
+        yield m, mode, x
+
+
 # ---------------------------------------------------------------------------
 # Multi-position sources and the three questions
 # ---------------------------------------------------------------------------
@@ -497,6 +516,14 @@ def _survival(f_ok, a_ok):
       "survives the corrections" if a_ok else "partly run")
 
 
+def _mode_row(model_label: str, claim: str, judge) -> list:
+  """[model, claim, faithful text, aligned text, survival] of a claim whose
+  `judge(mode) -> (ok, text)` is applied to both modes."""
+  fo, ftx = judge("faithful")
+  ao, atx = judge("aligned")
+  return [model_label, claim, ftx, atx, _survival(fo, ao)]
+
+
 def headline_rows(data: Data) -> list[list]:
   out = []
   models = data.models()
@@ -579,10 +606,7 @@ def headline_rows(data: Data) -> list[list]:
           mx = max(x, key=lambda r: r["transfer"])
           return mx["transfer"] <= WEAK_LB, (f"max {mx['transfer']:.2f} "
                                              f"({pair(mx)} L{mx['layer']})")
-        fo, ftx = zt("faithful")
-        ao, atx = zt("aligned")
-        out.append([M, f"{cond} gives 0 transfer", ftx, atx,
-                    _survival(fo, ao)])
+        out.append(_mode_row(M, f"{cond} gives 0 transfer", zt))
     # 5. controls
     crs = [r for r in data.get("controls") if r.get("model") == model]
     if crs:
@@ -600,10 +624,9 @@ def headline_rows(data: Data) -> list[list]:
             ok &= m <= WEAK_LB
             parts.append(f"{c} {m:.2f}")
         return ok, f"L{bl}: " + ", ".join(parts)
-      fo, ftx = ctext("faithful")
-      ao, atx = ctext("aligned")
-      out.append([M, "controls give 0% (as run: shuffled 0.092, 0.55 on the "
-                  "headline pair)", ftx, atx, _survival(fo, ao)])
+      out.append(_mode_row(
+          M, "controls give 0% (as run: shuffled 0.092, 0.55 on the "
+          "headline pair)", ctext))
     # 6. 56-pair mean
     prs = [r for r in data.get("pair_matrix") if r.get("model") == model
            and r.get("condition") == "all_demo"]
@@ -641,10 +664,7 @@ def headline_rows(data: Data) -> list[list]:
         if low and hi:
           ok = max(low) <= WEAK_LB and hi[0] >= EFFECT_LB
         return ok, f"L{bl}: {text}"
-      fo, ftx = stext("faithful")
-      ao, atx = stext("aligned")
-      out.append([M, "1-3 source demos 0%, 5 demos 93%", ftx, atx,
-                  _survival(fo, ao)])
+      out.append(_mode_row(M, "1-3 source demos 0%, 5 demos 93%", stext))
     # 8. exp31
     ors = [r for r in data.get("output_positions")
            if r.get("model") == model]
@@ -668,10 +688,8 @@ def headline_rows(data: Data) -> list[list]:
         text = ", ".join(f"{k}: {mean(v):.2f}" for k, v in sorted(
             pts.items(), key=lambda kv: (kv[0] == "all", str(kv[0]).zfill(4))))
         return ok, f"L{bl}: {text}"
-      fo, ftx = otext("faithful")
-      ao, atx = otext("aligned")
-      out.append([M, "1-3 output positions 0%, all outputs 90%", ftx, atx,
-                  _survival(fo, ao)])
+      out.append(_mode_row(
+          M, "1-3 output positions 0%, all outputs 90%", otext))
     # 9. exp32
     vrs = [r for r in data.get("sentiment_variants")
            if r.get("model") == model and r.get("condition") == "all_demo"]
@@ -685,10 +703,8 @@ def headline_rows(data: Data) -> list[list]:
           return None, "not run"
         bl, (m, _, _) = best_layer(x)
         return m >= 0.4, f"best L{bl}: mean {m:.2f}"
-      fo, ftx = vtext("faithful")
-      ao, atx = vtext("aligned")
-      out.append([M, "sentiment variants transfer 58% on average", ftx, atx,
-                  _survival(fo, ao)])
+      out.append(_mode_row(
+          M, "sentiment variants transfer 58% on average", vtext))
     # 10. exp33 Part C
     crs = [r for r in data.get("variable_length") if r.get("model") == model
            and r.get("condition") == "all_demo/by_n"]
@@ -947,7 +963,9 @@ def render_main(data: Data) -> str:
     for x in s.get("summary", []):
       ci = x.get("transfer_ci") or (None, None)
       rows.append([short_model(s.get("model")), x["mode"], x["condition"],
-                   x["timing"], x["best_layer"], f2(x["depth_fraction"]),
+                   x["timing"],
+                   "none" if x["best_layer"] is None else x["best_layer"],
+                   f2(x["depth_fraction"]),
                    f"{f2(x['transfer'], 3)} [{f2(ci[0], 3)}, {f2(ci[1], 3)}]",
                    f2(x.get("headline_pair_transfer"))])
     if rows:
@@ -986,41 +1004,36 @@ def render_exp8(data: Data, rows) -> str:
   text += ("\nOriginal best cell for uppercase->repeat_word: " + ", ".join(
       f"{R.MODEL_LABELS[m]} {v['transfer']:.2f} (L{v['layer']} "
       f"{v['condition']})" for m, v in R.EXP8_HEADLINE.items()) + ".\n\n")
-  text += images(data, data.pngs("multi_position"))
-  text += "\n" + artifact_notes(data, rows, ("positions_drift",
-                                             "absolute_index", "source_first",
-                                             "depth_grid"))
+  text += plots_and_notes(data, "multi_position", rows, (
+      "positions_drift", "absolute_index", "source_first", "depth_grid"))
   return text
 
 
 def render_exp23(data: Data, rows) -> str:
-  models = data.models(["proper_stats"])
   table = []
-  for m in models:
-    for mode in ("faithful", "aligned"):
-      for p in R.EXP8_PAIRS:
-        for c in ("all_demo", "output_only"):
-          rs = [r for r in rows if r["model"] == m and r["mode"] == mode and
-                (r["source_task"], r["target_task"]) == p and
-                r["condition"] == c]
-          if not rs:
-            continue
-          b = max(rs, key=lambda r: r.get("transfer_independent",
-                                          r["transfer"]))
-          ref = [v for (s, t, l, cc), v in R.EXP23.items()
-                 if (s, t) == p and cc == c]
-          refb = max(ref, key=lambda v: v["transfer"]) if ref else None
-          w = b.get("transfer_wilson") or wilson_interval(
-              counts(b["transfer_independent"], b["n"]), b["n"])
-          bs = b.get("transfer_bootstrap") or ["-", "-"]
-          table.append([
-              short_model(m), mode, f"{p[0]}->{p[1]}", c,
-              f"L{b['layer']}", f2(b["transfer_independent"]),
-              f"[{f2(w[0], 3)}, {f2(w[1], 3)}]",
-              f"[{f2(bs[0])}, {f2(bs[1])}]" if bs[0] != "-" else "-",
-              f2(b.get("preserve_independent")),
-              (f"{refb['transfer']:.2f} [{refb['wilson'][0]:.3f}, "
-               f"{refb['wilson'][1]:.3f}]" if refb else "-")])
+  for m, mode, x in model_mode_rows(data, rows, ["proper_stats"]):
+    for p in R.EXP8_PAIRS:
+      for c in ("all_demo", "output_only"):
+        rs = [r for r in x if (r["source_task"], r["target_task"]) == p and
+              r["condition"] == c]
+        if not rs:
+          continue
+        b = max(rs, key=lambda r: r.get("transfer_independent",
+                                        r["transfer"]))
+        ref = [v for (s, t, l, cc), v in R.EXP23.items()
+               if (s, t) == p and cc == c]
+        refb = max(ref, key=lambda v: v["transfer"]) if ref else None
+        w = b.get("transfer_wilson") or wilson_interval(
+            counts(b["transfer_independent"], b["n"]), b["n"])
+        bs = b.get("transfer_bootstrap") or ["-", "-"]
+        table.append([
+            short_model(m), mode, f"{p[0]}->{p[1]}", c,
+            f"L{b['layer']}", f2(b["transfer_independent"]),
+            f"[{f2(w[0], 3)}, {f2(w[1], 3)}]",
+            f"[{f2(bs[0])}, {f2(bs[1])}]" if bs[0] != "-" else "-",
+            f2(b.get("preserve_independent")),
+            (f"{refb['transfer']:.2f} [{refb['wilson'][0]:.3f}, "
+             f"{refb['wilson'][1]:.3f}]" if refb else "-")])
   text = ("Best layer per pair and condition (ours, N as run; transfer and "
           "preserve counted independently as the original did):\n\n")
   text += md_table(["model", "mode", "pair", "condition", "best layer",
@@ -1043,30 +1056,25 @@ def render_exp23(data: Data, rows) -> str:
   text += ("\nOriginal means over pairs: " + "; ".join(
       f"L{l} {c} {v[0]:.3f} [{v[1][0]:.3f}, {v[1][1]:.3f}]"
       for (l, c), v in R.EXP23_PAIR_MEANS.items()) + ".\n\n")
-  text += images(data, data.pngs("proper_stats"))
-  text += "\n" + artifact_notes(data, rows, ("positions_drift",
-                                             "source_first"))
+  text += plots_and_notes(data, "proper_stats", rows, (
+      "positions_drift", "source_first"))
   return text
 
 
 def render_exp27(data: Data, rows) -> str:
   models = data.models(["controls"])
   table = []
-  for m in models:
-    for mode in ("faithful", "aligned"):
-      x = [r for r in rows if r["model"] == m and r["mode"] == mode]
-      if not x:
-        continue
-      true = [r for r in x if r["condition"] == "true_source"]
-      bl, _ = best_layer(true) if true else best_layer(x)
-      for c in R.EXP27_CONDITIONS:
-        cr = [r for r in x if r["condition"] == c and r["layer"] == bl]
-        if cr:
-          table.append([short_model(m), mode, f"L{bl}", c,
-                        f2(mean(r["transfer"] for r in cr), 3),
-                        f2(mean(r["preserve"] for r in cr), 3),
-                        f2(mean(r["neither"] for r in cr), 3),
-                        f2(R.EXP27_MEAN_TRANSFER[c], 3)])
+  for m, mode, x in model_mode_rows(data, rows, ["controls"]):
+    true = [r for r in x if r["condition"] == "true_source"]
+    bl, _ = best_layer(true) if true else best_layer(x)
+    for c in R.EXP27_CONDITIONS:
+      cr = [r for r in x if r["condition"] == c and r["layer"] == bl]
+      if cr:
+        table.append([short_model(m), mode, f"L{bl}", c,
+                      f2(mean(r["transfer"] for r in cr), 3),
+                      f2(mean(r["preserve"] for r in cr), 3),
+                      f2(mean(r["neither"] for r in cr), 3),
+                      f2(R.EXP27_MEAN_TRANSFER[c], 3)])
   text = ("Mean over the pairs at the layer where the true source transfers "
           "most (ours) vs the original (Llama-3B, L8, N=20):\n\n")
   text += md_table(["model", "mode", "layer", "control", "transfer",
@@ -1076,8 +1084,7 @@ def render_exp27(data: Data, rows) -> str:
            "0%').\n\n")
   text += "Mean transfer by layer (ours):\n\n" + _transfer_grid(
       rows, models, R.EXP27_CONDITIONS, data, max_layers=12)
-  text += "\n" + images(data, data.pngs("controls"))
-  text += "\n" + artifact_notes(data, rows, ("absolute_index",))
+  text += "\n" + plots_and_notes(data, "controls", rows, ("absolute_index",))
   return text
 
 
@@ -1118,71 +1125,62 @@ def render_exp29(data: Data, rows) -> str:
   text += md_table(["source \\ target"] + tasks, [
       [s] + ["-" if s == t else f2(R.EXP29["transfer"][(s, t)], 1)
              for t in tasks] for s in tasks])
-  text += "\n" + images(data, data.pngs("pair_matrix"))
-  text += "\n" + artifact_notes(data, rows, (
+  text += "\n" + plots_and_notes(data, "pair_matrix", rows, (
       "absolute_index", "scorer_pattern", "scorer_uppercase_numbers",
       "scorer_sentiment", "length_degenerate"))
   return text
 
 
 def render_exp30(data: Data, rows) -> str:
-  models = data.models(["source_demo_count"])
   table = []
-  for m in models:
-    for mode in ("faithful", "aligned"):
-      for cond in sorted({r["condition"] for r in rows}):
-        x = [r for r in rows if r["model"] == m and r["mode"] == mode and
-             r["condition"] == cond]
-        if not x:
-          continue
-        k5 = [r for r in x if r.get("source_k") == 5]
-        bl, _ = best_layer(k5 or x)
-        line = [short_model(m), mode, cond, f"L{bl}"]
-        for k in R.EXP30_K:
-          kr = [r for r in x if r.get("source_k") == k and r["layer"] == bl]
-          line.append(f"{mean(r['transfer'] for r in kr):.2f} "
-                      f"({kr[0]['n_positions']})" if kr else "-")
-        table.append(line)
+  for m, mode, xm in model_mode_rows(data, rows, ["source_demo_count"]):
+    for cond in sorted({r["condition"] for r in rows}):
+      x = [r for r in xm if r["condition"] == cond]
+      if not x:
+        continue
+      k5 = [r for r in x if r.get("source_k") == 5]
+      bl, _ = best_layer(k5 or x)
+      line = [short_model(m), mode, cond, f"L{bl}"]
+      for k in R.EXP30_K:
+        kr = [r for r in x if r.get("source_k") == k and r["layer"] == bl]
+        line.append(f"{mean(r['transfer'] for r in kr):.2f} "
+                    f"({kr[0]['n_positions']})" if kr else "-")
+      table.append(line)
   table.append(["Llama-3B (original)", "faithful", "all_demo", "L8"] + [
       f"{R.EXP30_MEAN[k]:.3f}" for k in R.EXP30_K])
   text = ("Mean transfer over the pairs at the best layer for k=5 "
           "(patched positions in brackets, first pair):\n\n")
   text += md_table(["model", "mode", "condition", "layer"] +
                    [f"k={k}" for k in R.EXP30_K], table)
-  text += "\n" + images(data, data.pngs("source_demo_count"))
-  text += "\n" + artifact_notes(data, rows, ("exp30_confound",))
+  text += "\n" + plots_and_notes(data, "source_demo_count", rows, (
+      "exp30_confound",))
   return text
 
 
 def render_exp31(data: Data, rows) -> str:
-  models = data.models(["output_positions"])
   table = []
   sizes = list(R.EXP31_SIZES)
-  for m in models:
-    for mode in ("faithful", "aligned"):
-      x = [r for r in rows if r["model"] == m and r["mode"] == mode]
-      if not x:
-        continue
-      allp = [r for r in x if r["condition"] == "all_positions"]
-      bl, _ = best_layer(allp or x)
-      line = [short_model(m), mode, f"L{bl}"]
-      for s in sizes:
-        v = [r["transfer"] for r in x if r["layer"] == bl and
-             r["condition"] == "random_outputs" and r.get("size") == s]
-        line.append(f2(mean(v), 3) if v else "-")
-      for c in ("all_positions", "all_outputs"):
-        v = [r["transfer"] for r in x if r["layer"] == bl and
-             r["condition"] == c]
-        line.append(f2(mean(v), 3) if v else "-")
-      structured = []
-      for c in ("first_per_demo", "last_per_demo", "every_other",
-                "first_demo", "last_demo"):
-        v = [r["transfer"] for r in x if r["layer"] == bl and
-             r["condition"] == c]
-        if v:
-          structured.append(f"{c} {mean(v):.2f}")
-      line.append(", ".join(structured) or "-")
-      table.append(line)
+  for m, mode, x in model_mode_rows(data, rows, ["output_positions"]):
+    allp = [r for r in x if r["condition"] == "all_positions"]
+    bl, _ = best_layer(allp or x)
+    line = [short_model(m), mode, f"L{bl}"]
+    for s in sizes:
+      v = [r["transfer"] for r in x if r["layer"] == bl and
+           r["condition"] == "random_outputs" and r.get("size") == s]
+      line.append(f2(mean(v), 3) if v else "-")
+    for c in ("all_positions", "all_outputs"):
+      v = [r["transfer"] for r in x if r["layer"] == bl and
+           r["condition"] == c]
+      line.append(f2(mean(v), 3) if v else "-")
+    structured = []
+    for c in ("first_per_demo", "last_per_demo", "every_other",
+              "first_demo", "last_demo"):
+      v = [r["transfer"] for r in x if r["layer"] == bl and
+           r["condition"] == c]
+      if v:
+        structured.append(f"{c} {mean(v):.2f}")
+    line.append(", ".join(structured) or "-")
+    table.append(line)
   table.append(["Llama-3B (original)", "faithful", "L8"] + [
       f2(R.EXP31_MEAN[s], 3) for s in sizes] +
       [f2(R.EXP31_MEAN["all_positions"], 3),
@@ -1193,44 +1191,37 @@ def render_exp31(data: Data, rows) -> str:
   text += md_table(["model", "mode", "layer"] + [f"{s}" for s in sizes] +
                    ["inputs + all outputs", "all outputs, no inputs",
                     "Part B (structured, + inputs)"], table)
-  text += "\n" + images(data, data.pngs("output_positions"))
-  text += "\n" + artifact_notes(data, rows, ("exp31_all_point",
-                                             "positions_drift"))
+  text += "\n" + plots_and_notes(data, "output_positions", rows, (
+      "exp31_all_point", "positions_drift"))
   return text
 
 
 def render_exp32(data: Data, rows) -> str:
-  models = data.models(["sentiment_variants"])
   table = []
-  for m in models:
-    for mode in ("faithful", "aligned"):
-      x = [r for r in rows if r["model"] == m and r["mode"] == mode]
-      if not x:
-        continue
-      base = {r["target_task"]: r["preserve"] for r in x
-              if r["condition"] == "baseline"}
-      tr = [r for r in x if r["condition"] == "all_demo"]
-      bl, _ = best_layer(tr) if tr else (None, None)
-      for (s, t), ref in R.EXP32.items():
-        c = [r for r in tr if (r["source_task"], r["target_task"]) == (s, t)
-             and r["layer"] == bl]
-        if c:
-          r = c[0]
-          table.append([short_model(m), mode, f"L{bl}", f"{s}->{t}",
-                        f"{r['transfer']:.2f} / {r['preserve']:.2f} / "
-                        f"{r['neither']:.2f}",
-                        f"{ref[0]:.2f} / {ref[1]:.2f} / {ref[2]:.2f}"])
-      if base:
-        table.append([short_model(m), mode, "-", "baselines", ", ".join(
-            f"{k} {v:.2f}" for k, v in sorted(base.items())),
-            "1.00 each"])
+  for m, mode, x in model_mode_rows(data, rows, ["sentiment_variants"]):
+    base = {r["target_task"]: r["preserve"] for r in x
+            if r["condition"] == "baseline"}
+    tr = [r for r in x if r["condition"] == "all_demo"]
+    bl, _ = best_layer(tr) if tr else (None, None)
+    for (s, t), ref in R.EXP32.items():
+      c = [r for r in tr if (r["source_task"], r["target_task"]) == (s, t)
+           and r["layer"] == bl]
+      if c:
+        r = c[0]
+        table.append([short_model(m), mode, f"L{bl}", f"{s}->{t}",
+                      f"{r['transfer']:.2f} / {r['preserve']:.2f} / "
+                      f"{r['neither']:.2f}",
+                      f"{ref[0]:.2f} / {ref[1]:.2f} / {ref[2]:.2f}"])
+    if base:
+      table.append([short_model(m), mode, "-", "baselines", ", ".join(
+          f"{k} {v:.2f}" for k, v in sorted(base.items())),
+          "1.00 each"])
   text = md_table(["model", "mode", "layer (best mean)", "pair",
                    "ours T / P / N", "original T / P / N (L8)"], table)
   text += (f"\nOriginal mean over the 6 variant pairs: "
            f"{R.EXP32_VARIANT_MEAN}.\n\n")
-  text += images(data, data.pngs("sentiment_variants"))
-  text += "\n" + artifact_notes(data, rows, ("binary_floor",
-                                             "scorer_sentiment"))
+  text += plots_and_notes(data, "sentiment_variants", rows, (
+      "binary_floor", "scorer_sentiment"))
   return text
 
 
@@ -1284,9 +1275,8 @@ def render_exp33(data: Data, rows) -> str:
              "layers with any transfer and the depth-0.30 layer):\n\n")
     text += md_table(["model", "mode", "layer", "N=2", "N=3", "N=4", "N=5"],
                      table)
-  text += "\n" + images(data, data.pngs("variable_length"))
-  text += "\n" + artifact_notes(data, rows, ("scorer_repeat_n",
-                                             "length_degenerate"))
+  text += "\n" + plots_and_notes(data, "variable_length", rows, (
+      "scorer_repeat_n", "length_degenerate"))
   return text
 
 
@@ -1316,9 +1306,8 @@ def render_exp6(data: Data, rows) -> str:
                    "silhouette (regimes)", "perm p", "within cos",
                    "between cos", "first merge"], table)
   text += "\n" + R.EXP6_NOTES + "\n\n"
-  text += images(data, data.pngs("ontology"))
-  text += "\n" + artifact_notes(data, [], ("separator_token",
-                                           "fixed_demos"))
+  text += plots_and_notes(data, "ontology", [], (
+      "separator_token", "fixed_demos"))
   return text
 
 
@@ -1344,8 +1333,7 @@ def render_exp19(data: Data, rows) -> str:
            f"{list(R.EXP19['ci'])}); the paper's activation-similarity r = "
            f"{R.EXP19['activation_r_paper']} was never computed (exp6 x "
            f"exp29 gives {R.EXP19['activation_r_recomputed']}).\n\n")
-  text += images(data, data.pngs("template_similarity"))
-  text += "\n" + artifact_notes(data, [], ("absolute_index",))
+  text += plots_and_notes(data, "template_similarity", [], ("absolute_index",))
   return text
 
 
@@ -1386,9 +1374,8 @@ def render_exp28(data: Data, rows) -> str:
   text += (f"Original (Llama-3 tokenizer): r = {R.EXP28['r']} on 6 pairs, "
            "output-token counts uppercase [1,2,2,2,2], first_letter [1]*5, "
            "repeat_word [2]*5, length [2]*5.\n\n")
-  text += images(data, data.pngs("tokenization"))
-  text += "\n" + artifact_notes(data, [], ("positions_drift",
-                                           "absolute_index"))
+  text += plots_and_notes(data, "tokenization", [], (
+      "positions_drift", "absolute_index"))
   return text
 
 

@@ -17,7 +17,8 @@ a KV cache. Two edits, per cell:
     the query chunk in a second call that reads the prefix K/V from the
     cache, hiding the knocked slots from the second call (at the knocked
     blocks only) is exactly a per-(query, key) mask "query-chunk tokens x
-    knocked prefix keys". No attention code is copied; `Block` is reused.
+    knocked prefix keys". No attention code is copied: the block loop is
+    `engine.run_layers` with its knockout (`key_pos_alt`) and `skip` edits.
 
   multi-layer skip (exp12 Part B): blocks with `skip[l]` have their output
     replaced by their input on the prompt forward (their K/V are still
@@ -41,10 +42,9 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from icl_jax.interventions.engine import _dtype, _embed, _logits
+from icl_jax.interventions.engine import (_dtype, _embed, _logits,
+                                         greedy_decode, run_layers)
 from icl_jax.models.config import DecoderConfig
-from icl_jax.models.decoder import Block, rope_tables
-from icl_jax.models.generation import step_done
 
 
 @dataclasses.dataclass
@@ -60,37 +60,6 @@ class BlockwiseEdit:
   knock_hi: int = 0
   knock_keys: np.ndarray | None = None
   skip: np.ndarray | None = None
-
-
-def run_blocks(cfg: DecoderConfig, params, x, q_pos, key_pos, key_pos_alt,
-               alt_lo, alt_hi, skip, cache, slots):
-  """All blocks on chunk x [B,T,D]; blocks in [alt_lo, alt_hi) attend per
-  `key_pos_alt`, the others per `key_pos`; `skip[l]`: output := input.
-
-  K/V of every block are written to `cache` {"k","v": [L,B,S,K,H]} at
-  `slots` (computed from the block's actual input, skipped or not).
-  """
-  stacked = params["layers"]["block"]
-  is_sliding = jnp.asarray(cfg.is_sliding)
-  block = Block(cfg, _dtype(params))
-  rope = rope_tables(cfg, q_pos)
-
-  def body(l, carry):
-    x, cache = carry
-    p = jax.tree_util.tree_map(
-        lambda a: jax.lax.dynamic_index_in_dim(a, l, 0, keepdims=False),
-        stacked)
-    kv = {n: jax.lax.dynamic_index_in_dim(cache[n], l, 0, keepdims=False)
-          for n in ("k", "v")}
-    kp = jnp.where((l >= alt_lo) & (l < alt_hi), key_pos_alt, key_pos)
-    y, new_kv = block.apply({"params": p}, x, is_sliding[l], kv, rope, q_pos,
-                            kp, slots)
-    y = jnp.where(skip[l], x, y)
-    cache = {n: jax.lax.dynamic_update_index_in_dim(cache[n], new_kv[n], l, 0)
-             for n in ("k", "v")}
-    return y, cache
-
-  return jax.lax.fori_loop(0, cfg.n_layers, body, (x, cache))
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -109,8 +78,8 @@ def _blockwise_cell(cfg: DecoderConfig, params, prefix_ids, q_ids, q_len,
   pos = jnp.arange(P)[None]
   pcache = {n: jnp.zeros((L, 1, P, K, H), dt) for n in ("k", "v")}
   x = _embed(cfg, params, prefix_ids[None])
-  _, pcache = run_blocks(cfg, params, x, pos, pos, pos, 0, 0, skip, pcache,
-                         pos)
+  _, pcache = run_layers(cfg, params, x, 0, L, pos, pos, pcache, pos,
+                         skip=skip)
   # ---- query chunk ---------------------------------------------------------
   cache = {n: jnp.concatenate(
       [jnp.broadcast_to(pcache[n], (L, N, P, K, H)),
@@ -122,43 +91,28 @@ def _blockwise_cell(cfg: DecoderConfig, params, prefix_ids, q_ids, q_len,
        jnp.full((N, M), -1, jnp.int32)], axis=1)  # [N,S]
   ko = jnp.concatenate([knock_keys, jnp.zeros((Q + M,), bool)])  # [S]
   x = _embed(cfg, params, q_ids)
-  x, cache = run_blocks(cfg, params, x, q_pos, key_pos,
-                        jnp.where(ko[None], -1, key_pos), knock_lo, knock_hi,
-                        skip, cache, q_pos)
+  x, cache = run_layers(cfg, params, x, 0, L, q_pos, key_pos, cache, q_pos,
+                        key_pos_alt=jnp.where(ko[None], -1, key_pos),
+                        alt_lo=knock_lo, alt_hi=knock_hi, skip=skip)
   last = x[jnp.arange(N), q_len - 1]
   first_logits = _logits(cfg, params, last[:, None])[:, 0]  # [N,V]
   # ---- greedy decoding -----------------------------------------------------
   dec_skip = skip if skip_decode else jnp.zeros_like(skip)
   d_lo = knock_lo if knock_generated else 0
   d_hi = knock_hi if knock_generated else 0
-  row_len = P + q_len
 
-  def cond(state):
-    t, _, _, _, _, done, _, _ = state
-    return (t < M) & ~jnp.all(done)
-
-  def body(state):
-    t, lg, cache, key_pos, out, done, seen, n_gen = state
-    tok = jnp.argmax(lg, axis=-1).astype(jnp.int32)
-    out = out.at[:, t].set(jnp.where(done, 0, tok))
-    n_gen = n_gen + (~done).astype(jnp.int32)
-    stop, seen = step_done(tok, seen, tables, stop_rule)
-    done = done | stop
-    p = row_len + t
-    key_pos = key_pos.at[:, P + Q + t].set(p)
+  def step_layers(tok, p, slot, key_pos, cache, t):
+    del t
     x = _embed(cfg, params, tok[:, None])
-    slot = jnp.broadcast_to(P + Q + t, (N, 1))
-    x, cache = run_blocks(cfg, params, x, p[:, None], key_pos,
-                          jnp.where(ko[None], -1, key_pos), d_lo, d_hi,
-                          dec_skip, cache, slot)
-    lg = _logits(cfg, params, x)[:, 0]
-    return t + 1, lg, cache, key_pos, out, done, seen, n_gen
+    return run_layers(cfg, params, x, 0, L, p[:, None], key_pos, cache,
+                      jnp.broadcast_to(slot, (N, 1)),
+                      key_pos_alt=jnp.where(ko[None], -1, key_pos),
+                      alt_lo=d_lo, alt_hi=d_hi, skip=dec_skip)
 
-  state = (jnp.int32(0), first_logits, cache, key_pos,
-           jnp.zeros((N, M), jnp.int32), jnp.zeros((N,), bool),
-           jnp.zeros((N,), bool), jnp.zeros((N,), jnp.int32))
-  state = jax.lax.while_loop(cond, body, state)
-  return state[4], state[7], first_logits
+  tokens, n_gen = greedy_decode(cfg, params, first_logits, cache, key_pos,
+                                P + q_len, P + Q, M, tables, stop_rule,
+                                step_layers)
+  return tokens, n_gen, first_logits
 
 
 @dataclasses.dataclass

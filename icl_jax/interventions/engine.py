@@ -55,12 +55,18 @@ def _dtype(params):
 
 
 def run_layers(cfg: DecoderConfig, params, x, start, stop, q_pos, key_pos,
-               cache, slots):
+               cache, slots, *, key_pos_alt=None, alt_lo=0, alt_hi=0,
+               skip=None):
   """Runs blocks [start, stop) on x [B,T,D] (the input of block `start`).
 
   `start`/`stop` may be traced scalars (fori_loop with dynamic bounds). Each
   block writes its K/V for the chunk into cache {"k","v": [L,B,S,K,H]} at
   `slots` [B,T]; keys are attended per `key_pos` [B,S] (see decoder.py).
+
+  Edits of `blockwise` (the default None leaves the program unchanged):
+  blocks in [alt_lo, alt_hi) attend per `key_pos_alt` instead; `skip[l]`
+  (bool [n_layers]) replaces block l's output by its input (its K/V are
+  still computed from that input).
   """
   stacked = params["layers"]["block"]
   is_sliding = jnp.asarray(cfg.is_sliding)
@@ -74,13 +80,54 @@ def run_layers(cfg: DecoderConfig, params, x, start, stop, q_pos, key_pos,
         stacked)
     kv = {n: jax.lax.dynamic_index_in_dim(cache[n], l, 0, keepdims=False)
           for n in ("k", "v")}
-    x, new_kv = block.apply({"params": p}, x, is_sliding[l], kv, rope, q_pos,
-                            key_pos, slots)
+    kp = key_pos
+    if key_pos_alt is not None:
+      kp = jnp.where((l >= alt_lo) & (l < alt_hi), key_pos_alt, key_pos)
+    y, new_kv = block.apply({"params": p}, x, is_sliding[l], kv, rope, q_pos,
+                            kp, slots)
+    if skip is not None:
+      y = jnp.where(skip[l], x, y)
     cache = {n: jax.lax.dynamic_update_index_in_dim(cache[n], new_kv[n], l, 0)
              for n in ("k", "v")}
-    return x, cache
+    return y, cache
 
   return jax.lax.fori_loop(start, stop, body, (x, cache))
+
+
+def greedy_decode(cfg: DecoderConfig, params, first_logits, cache, key_pos,
+                  row_len, gen_slot, max_new_tokens: int, tables, stop_rule,
+                  step_layers):
+  """Greedy decoding of R rows until every row stops or max_new_tokens.
+
+  Step t writes the token at slot `gen_slot + t` (position `row_len + t`);
+  `step_layers(tok [R], pos [R], slot, key_pos, cache, t) -> (x [R,1,D],
+  cache)` runs the blocks on it. Returns (tokens [R,M] (0 after a row
+  stopped), n_gen [R]).
+  """
+  R = first_logits.shape[0]
+
+  def cond(state):
+    t, _, _, _, _, done, _, _ = state
+    return (t < max_new_tokens) & ~jnp.all(done)
+
+  def body(state):
+    t, lg, cache, key_pos, out, done, seen, n_gen = state
+    tok = jnp.argmax(lg, axis=-1).astype(jnp.int32)
+    out = out.at[:, t].set(jnp.where(done, 0, tok))
+    n_gen = n_gen + (~done).astype(jnp.int32)
+    stop, seen = step_done(tok, seen, tables, stop_rule)
+    done = done | stop
+    pos = row_len + t
+    key_pos = key_pos.at[:, gen_slot + t].set(pos)
+    x, cache = step_layers(tok, pos, gen_slot + t, key_pos, cache, t)
+    lg = _logits(cfg, params, x)[:, 0]
+    return t + 1, lg, cache, key_pos, out, done, seen, n_gen
+
+  state = (jnp.int32(0), first_logits, cache, key_pos,
+           jnp.zeros((R, max_new_tokens), jnp.int32), jnp.zeros((R,), bool),
+           jnp.zeros((R,), bool), jnp.zeros((R,), jnp.int32))
+  state = jax.lax.while_loop(cond, body, state)
+  return state[4], state[7]
 
 
 def _embed(cfg, params, tokens):
@@ -259,29 +306,11 @@ def sweep_layer(cfg: DecoderConfig, params, layer, clean, q_len, cells,
         r_rel, nz)
     return run_layers(cfg, params, x_out, start, L, qp, key_pos, cache, sl)
 
-  def cond(state):
-    t, _, _, _, _, done, _, _ = state
-    return (t < max_new_tokens) & ~jnp.all(done)
-
-  def body(state):
-    t, lg, cache, key_pos, out, done, seen, n_gen = state
-    tok = jnp.argmax(lg, axis=-1).astype(jnp.int32)
-    out = out.at[:, t].set(jnp.where(done, 0, tok))
-    n_gen = n_gen + (~done).astype(jnp.int32)
-    stop, seen = step_done(tok, seen, tables, stop_rule)
-    done = done | stop
-    pos = row_len + t
-    key_pos = key_pos.at[:, T + t].set(pos)
-    x, cache = step_layers(tok, pos, T + t, key_pos, cache, t)
-    lg = _logits(cfg, params, x)[:, 0]
-    return t + 1, lg, cache, key_pos, out, done, seen, n_gen
-
-  state = (jnp.int32(0), logits.reshape(R, -1), cache, key_pos,
-           jnp.zeros((R, max_new_tokens), jnp.int32), jnp.zeros((R,), bool),
-           jnp.zeros((R,), bool), jnp.zeros((R,), jnp.int32))
-  state = jax.lax.while_loop(cond, body, state)
-  result = {"tokens": state[4].reshape(C, N, max_new_tokens),
-            "n_gen": state[7].reshape(C, N), "delta": delta}
+  tokens, n_gen = greedy_decode(cfg, params, logits.reshape(R, -1), cache,
+                                key_pos, row_len, T, max_new_tokens, tables,
+                                stop_rule, step_layers)
+  result = {"tokens": tokens.reshape(C, N, max_new_tokens),
+            "n_gen": n_gen.reshape(C, N), "delta": delta}
   if want_logits:
     result["first_logits"] = first_logits
   return result

@@ -9,7 +9,8 @@ Every script in `experiments/` is a thin configuration of these pieces:
     depth, or a comma list), validated against the model;
   * `Study`: one experiment's resumable results directory (DESIGN.md format,
     `analysis.results.RunDir`), engines per decoder setting, a progress bar,
-    and the summary;
+    and the summary (the run record it shares with `study.Study` is
+    `study.RunRecord`; flag validation lives in `study`);
   * `accuracy_rows`: result rows of single-task interventions (noise,
     zeroing, knockout, skipping, demo counts): accuracy under the edit, the
     clean baseline of the same prompts, and the disruption.
@@ -23,7 +24,8 @@ from typing import Iterable, Sequence
 
 from icl_jax import tasks as T
 from icl_jax.interventions import study
-from icl_jax.interventions.study import layer_at_fraction
+from icl_jax.interventions.study import (  # noqa: F401 (re-exported)
+    check_choices, parse_floats, parse_tasks)
 
 MODES = ("faithful", "aligned")
 
@@ -78,7 +80,7 @@ def study_layers(experiment: str, n_layers: int) -> list[int]:
   if experiment == "layer_skip":  # Part A: every second layer
     return list(range(0, n_layers, 2))
   if experiment == "instance_analysis":
-    return [layer_at_fraction(0.30, n_layers)]
+    return study.study_fraction_layer(n_layers)
   if experiment not in _STUDY_GRIDS_28:
     raise ValueError(f"no study layer grid for {experiment!r}")
   grid = _STUDY_GRIDS_28[experiment]
@@ -94,37 +96,7 @@ def parse_layers(spec: str, n_layers: int, experiment: str) -> list[int]:
                             lambda n: study_layers(experiment, n))
 
 
-def parse_tasks(spec: Sequence[str] | str) -> list[str]:
-  """Task names, each checked against the registry (clear error)."""
-  names = spec.split(",") if isinstance(spec, str) else list(spec)
-  names = [x.strip() for x in names if x.strip()]
-  if not names:
-    raise ValueError("no tasks given")
-  for name in names:
-    T.get_task(name)  # raises UnknownTaskError naming the task
-  return names
-
-
-def parse_floats(spec: Sequence[str] | str, what: str) -> list[float]:
-  items = spec.split(",") if isinstance(spec, str) else list(spec)
-  try:
-    out = [float(x) for x in items if str(x).strip()]
-  except ValueError as e:
-    raise ValueError(f"{what}: {spec!r} is not a list of numbers") from e
-  if not out:
-    raise ValueError(f"{what} is empty")
-  return out
-
-
-def check_choices(values: Iterable[str], known: Iterable[str], what: str):
-  known = list(known)
-  bad = [v for v in values if v not in known]
-  if bad:
-    raise ValueError(f"{what}: unknown value(s) {bad}; known: {known}")
-  return list(values)
-
-
-class Study:
+class Study(study.RunRecord):
   """One experiment's run: results dir, engines, progress bar, summary.
 
   Rows are keyed by `analysis.results.KEY_FIELDS` + `key_extra`; `pending`
@@ -152,10 +124,6 @@ class Study:
     self._bar = None
     self.n_new = 0
 
-  @property
-  def path(self):
-    return self.rd.path
-
   # -- resumability ---------------------------------------------------------
   def key(self, **fields) -> tuple:
     from icl_jax.analysis.results import row_key
@@ -179,17 +147,12 @@ class Study:
     self.n_new += len(new)
     return new
 
-  def rows(self) -> list[dict]:
-    return [r for r in self.rd.rows() if r.get("model") == self.model]
-
   # -- engines --------------------------------------------------------------
   def engine(self, timing: str = "prefill", stop: str = "line"):
-    from icl_jax.interventions.engine import Engine
-
     key = (timing, stop)
     if key not in self._engines:
-      self._engines[key] = Engine(self.lm, max_new_tokens=self.max_new_tokens,
-                                  stop=stop, timing=timing)
+      self._engines[key] = study.make_engine(self.lm, self.max_new_tokens,
+                                             timing, stop)
     return self._engines[key]
 
   # -- progress -------------------------------------------------------------
@@ -210,11 +173,10 @@ class Study:
     if self._bar is not None:
       self._bar.close()
       self._bar = None
-    s = {"seconds": time.time() - self.t0, "new_rows": self.n_new,
-         "modes": {m: dataclasses.asdict(v) for m, v in MODE_SPECS.items()}}
-    if extra:
-      s.update(extra)
-    self.rd.write_summary(s)
+    self.write_summary(
+        {"new_rows": self.n_new,
+         "modes": {m: dataclasses.asdict(v) for m, v in MODE_SPECS.items()}},
+        extra)
     return self.rows()
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from icl_jax.analysis.results import RunDir
 
@@ -100,20 +100,53 @@ def parse_pairs(spec: str | Sequence, known: Sequence[str] | None = None):
   return pairs
 
 
-def parse_ints(spec: str, what: str, lo: int | None = None,
-               hi: int | None = None) -> list[int]:
+def _parse_list(spec, cast, what: str, bad: str) -> list:
+  """A comma string (or sequence) -> non-empty list of cast values."""
+  items = spec.split(",") if isinstance(spec, str) else list(spec)
   try:
-    vals = [int(x) for x in str(spec).split(",") if x.strip()]
+    vals = [cast(x) for x in items if str(x).strip()]
   except ValueError:
-    raise ValueError(f"{what} {spec!r}: not a comma list of integers") \
-        from None
+    raise ValueError(bad) from None
   if not vals:
     raise ValueError(f"{what} is empty")
+  return vals
+
+
+def parse_ints(spec: str, what: str, lo: int | None = None,
+               hi: int | None = None) -> list[int]:
+  vals = _parse_list(spec, int, what,
+                     f"{what} {spec!r}: not a comma list of integers")
   bad = [v for v in vals if (lo is not None and v < lo) or
          (hi is not None and v > hi)]
   if bad:
     raise ValueError(f"{what}: {bad} outside [{lo}, {hi}]")
   return vals
+
+
+def parse_floats(spec: Sequence[str] | str, what: str) -> list[float]:
+  return _parse_list(spec, float, what,
+                     f"{what}: {spec!r} is not a list of numbers")
+
+
+def parse_tasks(spec: Sequence[str] | str) -> list[str]:
+  """Task names, each checked against the registry (clear error)."""
+  from icl_jax.tasks import get_task
+
+  names = spec.split(",") if isinstance(spec, str) else list(spec)
+  names = [x.strip() for x in names if x.strip()]
+  if not names:
+    raise ValueError("no tasks given")
+  for name in names:
+    get_task(name)  # raises UnknownTaskError naming the task
+  return names
+
+
+def check_choices(values: Iterable[str], known: Iterable[str], what: str):
+  known = list(known)
+  bad = [v for v in values if v not in known]
+  if bad:
+    raise ValueError(f"{what}: unknown value(s) {bad}; known: {known}")
+  return list(values)
 
 
 def check_positive(value: int, what: str) -> int:
@@ -122,8 +155,41 @@ def check_positive(value: int, what: str) -> int:
   return value
 
 
+class RunRecord:
+  """What every opened run has: `lm`, `model`, `rd` (RunDir) and `t0`.
+
+  Shared by `Study` (plan jobs, `plans.run_jobs`) and `runner.Study`
+  (incremental single-task/single-position rows).
+  """
+
+  @property
+  def n_layers(self) -> int:
+    return self.lm.n_layers
+
+  @property
+  def path(self) -> Path:
+    return self.rd.path
+
+  def rows(self) -> list[dict]:
+    return [r for r in self.rd.rows() if r.get("model") == self.model]
+
+  def write_summary(self, info: dict, extra: dict | None = None) -> dict:
+    """summary.json: seconds since opening, `info`, then `extra`."""
+    s = {"seconds": time.time() - self.t0, **info}
+    if extra:
+      s.update(extra)
+    return self.rd.write_summary(s)
+
+
+def make_engine(lm, max_new_tokens: int, timing: str = "prefill",
+                stop: str = "line"):
+  from icl_jax.interventions.engine import Engine
+
+  return Engine(lm, max_new_tokens=max_new_tokens, stop=stop, timing=timing)
+
+
 @dataclasses.dataclass
-class Study:
+class Study(RunRecord):
   """An opened experiment run: model, layers, engine and run directory."""
 
   experiment: str
@@ -136,14 +202,6 @@ class Study:
   key_extra: tuple = ()
   t0: float = dataclasses.field(default_factory=time.time)
 
-  @property
-  def n_layers(self) -> int:
-    return self.lm.n_layers
-
-  @property
-  def path(self) -> Path:
-    return self.rd.path
-
   def run(self, jobs, progress: bool = True, row_hook=None) -> list[dict]:
     from icl_jax.interventions.plans import run_jobs
 
@@ -151,15 +209,20 @@ class Study:
                     model=self.model, key_extra=self.key_extra,
                     progress=progress, row_hook=row_hook)
 
-  def rows(self) -> list[dict]:
-    return [r for r in self.rd.rows() if r.get("model") == self.model]
+  def run_baselines(self, tasks: Sequence[str], n: int) -> list[dict]:
+    """Clean accuracy of each task's target prompts (condition "baseline"),
+    one batched generation (`plans.run_baselines`)."""
+    from icl_jax.interventions import plans
+
+    return plans.run_baselines(self.engine, self.rd,
+                               [plans.task_setup(t, n) for t in tasks],
+                               self.modes, experiment=self.experiment,
+                               model=self.model)
 
   def finish(self, extra: dict | None = None) -> dict:
-    info = {"seconds": time.time() - self.t0, "n_layers": self.n_layers,
-            "layers": self.layers, "modes": self.modes}
-    if extra:
-      info.update(extra)
-    return self.rd.write_summary(info)
+    return self.write_summary({"n_layers": self.n_layers,
+                               "layers": self.layers, "modes": self.modes},
+                              extra)
 
 
 def open_study(*, experiment: str, model: str, out_dir: str, config: dict,
@@ -175,7 +238,6 @@ def open_study(*, experiment: str, model: str, out_dir: str, config: dict,
   against the tokenizer) before the run directory is touched.
   """
   import icl_jax
-  from icl_jax.interventions.engine import Engine
 
   if lm is None:
     lm = icl_jax.load(model, dtype=dtype)
@@ -186,10 +248,15 @@ def open_study(*, experiment: str, model: str, out_dir: str, config: dict,
   cfg.update(model=model, max_new_tokens=max_new_tokens, timing=timing,
              dtype=dtype)
   rd = RunDir(out_dir, experiment, cfg, key_extra=key_extra)
-  engine = Engine(lm, max_new_tokens=max_new_tokens, stop="line",
-                  timing=timing)
+  engine = make_engine(lm, max_new_tokens, timing)
   return Study(experiment, model, lm, layer_list, list(modes), rd, engine,
                tuple(key_extra))
+
+
+def study_fraction_layer(n_layers: int) -> list[int]:
+  """`--layers=study` of the single-layer experiments: the original's layer
+  8 of 28, layer_at_fraction(STUDY_FRACTION)."""
+  return [layer_at_fraction(STUDY_FRACTION, n_layers)]
 
 
 def quiet_logs() -> None:

@@ -230,6 +230,16 @@ def build_cells(engine: Engine, setup: PairSetup, targets, layers,
   Tt = targets.slots
   D = lm.config.d_model
   masks, values, layer_of, meta = [], [], [], []
+
+  def add_cell(cond, layer, v, m, source_positions):
+    masks.append(m)
+    values.append(v)
+    layer_of.append(layer)
+    meta.append({"condition": cond, "layer": int(layer),
+                 "n_positions": int(m.sum()),
+                 "positions": [int(i) for i in np.nonzero(m)[0]],
+                 "source_positions": source_positions})
+
   tgt_layout = src_layout = None
   if mode == "aligned":
     src_layout = T.token_layout(tok, setup.source_episodes[0].prompt())
@@ -251,14 +261,8 @@ def build_cells(engine: Engine, setup: PairSetup, targets, layers,
           if ti < Tt:
             v[ti] = vecs[li, j]
             m[ti] = True
-        masks.append(m)
-        values.append(v)
-        layer_of.append(layer)
-        meta.append({"condition": cond, "layer": int(layer),
-                     "n_positions": int(m.sum()),
-                     "positions": [int(i) for i in np.nonzero(m)[0]],
-                     "source_positions": sorted({int(s[j]) for s in src_sets
-                                                 for j, _ in pairs})})
+        add_cell(cond, layer, v, m, sorted({int(s[j]) for s in src_sets
+                                            for j, _ in pairs}))
       continue
     if mode == "faithful":
       # Per source prompt its own indices; mean per index over the prompts.
@@ -284,13 +288,7 @@ def build_cells(engine: Engine, setup: PairSetup, targets, layers,
           continue
         v[ti] = r[have, si].mean(0)
         m[ti] = True
-      masks.append(m)
-      values.append(v)
-      layer_of.append(layer)
-      meta.append({"condition": cond, "layer": int(layer),
-                   "n_positions": int(m.sum()),
-                   "positions": [int(i) for i in np.nonzero(m)[0]],
-                   "source_positions": [int(i) for i in src_idx]})
+      add_cell(cond, layer, v, m, [int(i) for i in src_idx])
   cells = make_cells("replace", np.asarray(layer_of), np.stack(masks), D,
                      values=np.stack(values))
   return cells, meta

@@ -334,12 +334,12 @@ def evaluate_logistic(
   if splits is None:
     splits = splits_lib.stratified_kfold(ids, n_splits=5, seed=0)
   train_mask, test_mask = splits_lib.split_masks(splits, x.shape[1])
-  l2_arr = _resolve_l2(l2, C, train_mask.sum(axis=1))
-  probes, preds = _fit_and_predict(
-      x, ids, train_mask, l2_arr, jnp.float32(tol), num_classes=len(classes),
-      standardize=standardize, max_iter=max_iter, memory_size=memory_size)
+  probes, preds = fit_predict(
+      x, ids, train_mask, num_classes=len(classes), l2=l2, C=C,
+      standardize=standardize, max_iter=max_iter, tol=tol,
+      memory_size=memory_size)
   result = evaluation.evaluate_predictions(
-      np.asarray(preds), ids, test_mask, classes, z=z)
+      preds, ids, test_mask, classes, z=z)
   return (result, probes) if return_probes else result
 
 

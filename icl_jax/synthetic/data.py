@@ -94,16 +94,48 @@ def interleave(xs: jax.Array, ys: jax.Array) -> jax.Array:
   return jnp.stack([xs, ys_wide], axis=2).reshape(b, 2 * k, d)
 
 
+def curriculum_masks(
+    task: TaskConfig, active_rank: jax.Array | int
+) -> tuple[jax.Array, jax.Array]:
+  """``(basis masks [n_bases, D], input mask [D])`` at a curriculum stage.
+
+  Garg et al. (2022)-style dimension curriculum adapted to the sparse task:
+  only the first ``active_rank`` coordinates of each basis block are used
+  (the weight is zero elsewhere) and the input coordinates outside those
+  ``n_bases * active_rank`` dims are set to zero (Garg et al. zero the
+  truncated dims of x). ``active_rank >= basis_rank`` is the full task.
+  ``active_rank`` may be a traced scalar (the stage is computed from the
+  step inside the jitted training step).
+  """
+  masks = jnp.asarray(basis_masks(task))
+  within = jnp.asarray(np.arange(task.n_dims) % task.basis_rank)
+  keep = (within < active_rank).astype(masks.dtype)
+  masks = masks * keep[None, :]
+  return masks, (masks.sum(0) > 0).astype(masks.dtype)
+
+
 def sample_with_bases(
-    key: jax.Array, task: TaskConfig, basis: jax.Array
+    key: jax.Array,
+    task: TaskConfig,
+    basis: jax.Array,
+    active_rank: jax.Array | int | None = None,
 ) -> SparseRegressionBatch:
-  """Samples one sequence per entry of ``basis`` (``[B]`` ints)."""
+  """Samples one sequence per entry of ``basis`` (``[B]`` ints).
+
+  ``active_rank``: curriculum stage (see :func:`curriculum_masks`); ``None``
+  (default) is the task itself.
+  """
   basis = jnp.asarray(basis, jnp.int32)
   b = basis.shape[0]
   k_w, k_x, k_eps = jax.random.split(key, 3)
   masks = jnp.asarray(basis_masks(task))
+  x_mask = None
+  if active_rank is not None:
+    masks, x_mask = curriculum_masks(task, active_rank)
   w = jax.random.normal(k_w, (b, task.n_dims)) * masks[basis]
   xs = jax.random.normal(k_x, (b, task.n_points, task.n_dims))
+  if x_mask is not None:
+    xs = xs * x_mask
   eps = jax.random.normal(k_eps, (b, task.n_points)) * jnp.sqrt(
       jnp.float32(task.noise_var)
   )
@@ -114,12 +146,18 @@ def sample_with_bases(
 
 
 def sample_batch(
-    key: jax.Array, task: TaskConfig, batch_size: int
+    key: jax.Array,
+    task: TaskConfig,
+    batch_size: int,
+    active_rank: jax.Array | int | None = None,
 ) -> SparseRegressionBatch:
-  """A training batch: the basis of each sequence is uniform over the bases."""
+  """A training batch: the basis of each sequence is uniform over the bases.
+
+  ``active_rank``: optional curriculum stage (:func:`curriculum_masks`).
+  """
   k_basis, k_rest = jax.random.split(key)
   basis = jax.random.randint(k_basis, (batch_size,), 0, task.n_bases)
-  return sample_with_bases(k_rest, task, basis)
+  return sample_with_bases(k_rest, task, basis, active_rank)
 
 
 def sample_balanced(

@@ -99,6 +99,19 @@ def plot_emergence(
     ax.set_ylabel(f"TD per basis at {layer_name(best)}")
     ax.legend(loc="upper left", fontsize=7, ncol=4)
     ax.grid(alpha=0.3)
+  # Curriculum stage changes (training data only; test/TD sets = full task).
+  changes = []
+  for prev, cur in zip(tr, tr[1:]):
+    if "active_rank" in cur and cur.get("active_rank") != prev.get("active_rank"):
+      changes.append((prev["step"], cur["active_rank"]))
+  if changes:
+    for a in axes:
+      for s_change, _ in changes:
+        a.axvline(s_change, color="gray", ls="--", lw=0.8)
+    for s_change, rank in changes:
+      axes[0].annotate(f"train rank {rank}", (s_change, 1.0),
+                       xycoords=("data", "axes fraction"), fontsize=7,
+                       ha="left", va="top", color="gray")
   axes[-1].set_xlabel("training step")
   fig.tight_layout()
   path = Path(path)

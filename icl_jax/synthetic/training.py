@@ -65,6 +65,16 @@ class TrainConfig:
   learning_rate: float = 1e-4
   b1: float = 0.9
   b2: float = 0.9999
+  # Deviations available for reduced runs (defaults = the paper's protocol:
+  # constant lr, no warm-up, no curriculum).
+  warmup_steps: int = 0  # linear warm-up from 0 to learning_rate
+  # Garg et al.-style dimension curriculum (data.curriculum_masks): training
+  # batches use only the first `active rank` dims of each basis block (and
+  # zero the other input dims); the rank starts at curriculum_start_rank and
+  # grows by 1 every curriculum_every steps up to task.basis_rank (the task).
+  # 0 = off. Test and TD sets are always the full task.
+  curriculum_start_rank: int = 0
+  curriculum_every: int = 0
   seed: int = 0
   steps_per_epoch: int = 800  # [ASSUMPTION] 80K steps = 100 epochs
   n_test_per_basis: int = 250  # 1K test sequences (App. D.2), balanced
@@ -101,9 +111,31 @@ class TrainConfig:
     for name in ("log_every", "eval_every", "ckpt_every", "steps_per_call"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1")
+    if self.warmup_steps < 0:
+      raise ValueError("warmup_steps must be >= 0")
+    if self.curriculum_start_rank and (
+        not 1 <= self.curriculum_start_rank <= self.task.basis_rank
+        or self.curriculum_every < 1):
+      raise ValueError(
+          "curriculum needs 1 <= curriculum_start_rank <= task.basis_rank and"
+          f" curriculum_every >= 1, got {self.curriculum_start_rank},"
+          f" {self.curriculum_every}")
     object.__setattr__(
         self, "snapshot_steps", tuple(sorted(int(s) for s in self.snapshot_steps))
     )
+
+  @property
+  def uses_curriculum(self) -> bool:
+    return self.curriculum_start_rank > 0
+
+  def active_rank(self, step):
+    """Curriculum stage at ``step`` (int or traced); the task rank if off."""
+    if not self.uses_curriculum:
+      return self.task.basis_rank
+    stage = self.curriculum_start_rank + step // self.curriculum_every
+    if isinstance(stage, int):
+      return min(stage, self.task.basis_rank)
+    return jnp.minimum(stage, self.task.basis_rank)
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -218,8 +250,19 @@ def _initial_state(config: TrainConfig, optimizer) -> dict[str, Any]:
   }
 
 
+def learning_rate_schedule(config: TrainConfig):
+  """Constant ``learning_rate``, after an optional linear warm-up."""
+  if config.warmup_steps <= 0:
+    return config.learning_rate
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps),
+       optax.constant_schedule(config.learning_rate)],
+      [config.warmup_steps],
+  )
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-  return optax.adam(config.learning_rate, b1=config.b1, b2=config.b2)
+  return optax.adam(learning_rate_schedule(config), b1=config.b1, b2=config.b2)
 
 
 def restore_checkpoint(
@@ -283,7 +326,8 @@ def _make_fns(config: TrainConfig, optimizer):
   def one_step(carry, step):
     params, opt_state = carry
     batch = data_lib.sample_batch(
-        jax.random.fold_in(data_key, step), task, config.batch_size
+        jax.random.fold_in(data_key, step), task, config.batch_size,
+        config.active_rank(step) if config.uses_curriculum else None,
     )
     (loss, per_seq), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, batch
@@ -498,6 +542,8 @@ def train(
             "loss_per_basis": (bsum / bcount).tolist(),
             "n_steps": acc_n,
         }
+        if config.uses_curriculum:  # stage of the last step in the interval
+          entry["active_rank"] = int(config.active_rank(step - 1))
         log["train"].append(entry)
         bar.set_postfix(loss=f"{entry['loss']:.4f}")
         state = {
