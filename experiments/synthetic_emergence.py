@@ -15,9 +15,14 @@ Examples:
   # The paper's configuration (12L/8H/d256, batch 128, 80K steps, lr 1e-4):
   python -m experiments.synthetic_emergence --run_dir=runs/synthetic_paper
 
-  # The reduced CPU run documented in BUILD_NOTES.md:
+  # The reduced CPU run documented in BUILD_NOTES.md (paper task, with a
+  # Garg et al.-style dimension curriculum, Adam b2 0.999 and a warm-up):
   python -m experiments.synthetic_emergence --preset=reduced \
-      --run_dir=runs/synthetic_reduced --batch_size=64 --num_steps=6000 ...
+      --run_dir=runs/synthetic_reduced/d16_curriculum --batch_size=64 \
+      --learning_rate=1e-3 --b2=0.999 --warmup_steps=200 \
+      --curriculum_start_rank=1 --curriculum_every=2000 --num_steps=9000 \
+      --eval_every=250 --ckpt_every=500 --steps_per_call=25 \
+      --snapshot_steps=0,2000,4000,6000,7500,9000
 
   # Re-plot only / measure the step time of a configuration:
   python -m experiments.synthetic_emergence --run_dir=... --plot_only

@@ -41,10 +41,10 @@ step baseline experiments/baseline.py $M --n=50 --mode=faithful
 # main job (exp8 pairs, every layer, both modes, N=20, single position D3+D2)
 step main -m experiments.main $M --n=20
 # exp2 localization, exp7 trajectory (probes)
-step localization experiments/localization.py $M --n=25
+step localization experiments/localization.py $M --n=50
 step trajectory experiments/trajectory.py $M --n=20
 # Han et al.: task decodability (1/4/10 shots) and task vectors
-step task_decodability experiments/task_decodability.py $M --n=25 --shots=1,4,10
+step task_decodability experiments/task_decodability.py $M --n=40 --shots=1,4,10
 step task_vectors experiments/task_vectors.py $M --n=20
 # exp3 single-position transplant, exp5 single-position layer sweep (all layers)
 step single_position experiments/single_position.py $M --n=10 --layers=all
