@@ -88,6 +88,14 @@ def define_on_mismatch_flag(help_text: str = ON_MISMATCH_HELP):
                     help_text)
 
 
+def define_timing_flag(
+    help_text: str = "decoder: study = D2 in faithful, prefill in aligned "
+                     "mode"):
+  """--timing of the single-position decoders (runner.MODE_SPECS)."""
+  flags.DEFINE_enum("timing", "study", ["study", "first_token", "prefill"],
+                    help_text)
+
+
 def define_conditions_flag(default, help_text: str = "position conditions"):
   flags.DEFINE_list("conditions", list(default), help_text)
 

@@ -38,8 +38,8 @@ common.define_common_flags(default_pairs=EXP14_PAIRS, default_n=15)
 flags.DEFINE_list("ks", ["1", "2", "3", "4", "5"], "demo counts")
 flags.DEFINE_list("tasks", CORE, "Part A and Part C tasks")
 flags.DEFINE_list("parts", ["A", "B", "C"], "parts to run")
-flags.DEFINE_enum("timing", "study", ["study", "first_token", "prefill"],
-                  "Part B decoder: study = D2 in faithful, prefill in aligned")
+common.define_timing_flag(
+    "Part B decoder: study = D2 in faithful, prefill in aligned")
 F = flags.FLAGS
 EXPERIMENT = "demo_ablation"
 

@@ -44,8 +44,7 @@ flags.DEFINE_string("triples", ",".join(":".join(t) for t in TRIPLES),
                     "'none' for no arithmetic")
 flags.DEFINE_list("alphas", [f"{i / 10:.1f}" for i in range(11)],
                   "interpolation weights of v_A")
-flags.DEFINE_enum("timing", "study", ["study", "first_token", "prefill"],
-                  "decoder: study = D2 in faithful, prefill in aligned mode")
+common.define_timing_flag()
 F = flags.FLAGS
 EXPERIMENT = "interpolation"
 

@@ -32,8 +32,7 @@ EXP9_PAIRS = (("uppercase", "sentiment"), ("linear_2x", "uppercase"),
               ("sentiment", "first_letter"), ("pattern_completion", "length"),
               ("antonym", "repeat_word"), ("first_letter", "linear_2x"))
 common.define_common_flags(default_pairs=EXP9_PAIRS, default_n=10)
-flags.DEFINE_enum("timing", "study", ["study", "first_token", "prefill"],
-                  "decoder: study = D2 in faithful, prefill in aligned mode")
+common.define_timing_flag()
 F = flags.FLAGS
 EXPERIMENT = "query_transplant"
 

@@ -47,9 +47,8 @@ flags.DEFINE_enum("experiment", "transplant", ["transplant", "layer_sweep"],
 flags.DEFINE_list("conditions", ["last_demo_token"],
                   "single positions: last_demo_token, separator_after_demo, "
                   "first_query_token")
-flags.DEFINE_enum("timing", "study", ["study", "first_token", "prefill"],
-                  "decoder of the patch: study = D2 (first_token) in faithful "
-                  "mode, prefill in aligned mode")
+common.define_timing_flag("decoder of the patch: study = D2 (first_token) "
+                          "in faithful mode, prefill in aligned mode")
 flags.DEFINE_boolean("controls", None, "exp3's per-task controls (default: "
                      "on for transplant, off for layer_sweep)")
 F = flags.FLAGS
