@@ -1507,15 +1507,39 @@ RENDERERS = {
 }
 
 
+def _config_brief(d: Path) -> str:
+  """N, layer count and on_mismatch from a run directory's config.json."""
+  try:
+    cfg = json.loads((Path(d) / "config.json").read_text())
+  except (OSError, json.JSONDecodeError):
+    return "-"
+  if not isinstance(cfg, dict):
+    return "-"
+  cfg = cfg.get("config", cfg) if isinstance(cfg.get("config"), dict) else cfg
+  bits = []
+  if cfg.get("n") is not None:
+    bits.append(f"N={cfg['n']}")
+  layers = cfg.get("layers")
+  if isinstance(layers, (list, tuple)):
+    bits.append(f"{len(layers)} layers")
+  elif layers is not None:
+    bits.append(f"layers={layers}")
+  if cfg.get("on_mismatch"):
+    bits.append(str(cfg["on_mismatch"]))
+  return ", ".join(bits) or "-"
+
+
 def _inventory(data: Data) -> str:
   rows = []
   for name, rs in sorted(data.rows.items()):
     models = sorted({short_model(r.get("model")) for r in rs})
     modes = sorted({str(r.get("mode")) for r in rs})
     rows.append([name, len(rs), ", ".join(models), ", ".join(modes),
+                 "; ".join(_config_brief(d) for d in data.dirs[name]),
                  ", ".join(data.rel(d) for d in data.dirs[name])])
-  text = md_table(["experiment", "rows", "models", "modes", "directory"],
-                  rows)
+  text = md_table(["experiment", "rows", "models", "modes",
+                   "configuration (N prompts, layers, aligned mapping)",
+                   "directory"], rows)
   ran_ids = set()
   known = {k for k, *_ in KNOWN} | set(MAIN_PARTS)
   for name in data.rows:
