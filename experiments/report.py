@@ -25,7 +25,36 @@ flags.DEFINE_list("results", ["runs"], "result directories (one per model "
                   "run, or a parent of several)")
 flags.DEFINE_string("out", "REPORT.md", "output markdown file")
 flags.DEFINE_string("title", None, "report title")
+flags.DEFINE_string("figures_dir", "report_figures",
+                    "copy every plot the report links into this directory "
+                    "(relative to --out's directory) and link the copies, so "
+                    "the report stands without the results directories; "
+                    "empty: link the plots where they are")
 F = flags.FLAGS
+
+
+def copy_figures(out: Path, figures_dir: str) -> int:
+  """Copies the PNGs REPORT.md links into figures_dir; rewrites the links."""
+  import re
+  import shutil
+
+  text = out.read_text()
+  base = out.resolve().parent
+  links = sorted(set(re.findall(r"\]\(([^)]+\.png)\)", text)))
+  for link in links:
+    src = (base / link).resolve()
+    if not src.exists() or link.startswith(figures_dir + "/"):
+      continue
+    # Keep the path below the results root so names stay unique.
+    parts = Path(link).parts
+    tail = parts[parts.index("report") + 1:] if "report" in parts[:-1] \
+        else parts[-3:]
+    dst = base / figures_dir / Path(*tail)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dst)
+    text = text.replace(f"]({link})", f"]({dst.relative_to(base).as_posix()})")
+  out.write_text(text)
+  return len(links)
 
 
 def main(argv):
@@ -37,6 +66,9 @@ def main(argv):
     raise FileNotFoundError(f"--results: {missing} do not exist")
   text = build_report(F.results, F.out, F.title)
   print(f"wrote {F.out} ({len(text.splitlines())} lines)")
+  if F.figures_dir:
+    n = copy_figures(Path(F.out), F.figures_dir)
+    print(f"copied {n} linked plots under {Path(F.out).parent / F.figures_dir}")
 
 
 if __name__ == "__main__":
