@@ -463,6 +463,20 @@ def run_engine_one_cell():
   }
 
 
+def _torch_result(method, what, ref, subset, outs, passes, warm_s, memory):
+  """The result dict of a transformers-based loop method."""
+  import torch
+
+  return {
+      "method": method, "what": what,
+      "attn_implementation": ref.config._attn_implementation,
+      "torch_threads": torch.get_num_threads(),
+      "subset_cells": subset, **_summary(passes, len(outs)),
+      "passes": passes, "warmup_s": warm_s,
+      "memory": memory, "outputs": _outputs(outs),
+  }
+
+
 def run_torch_hook():
   """(b): transformers + forward hook, batch 1, one generate per cell."""
   import torch
@@ -502,18 +516,13 @@ def run_torch_hook():
   outs, passes, memory = _timed_passes(
       lambda: {(c, n): generate(c, n) for c in subset
                for n in range(len(ids))})
-  return {
-      "method": "torch_hook",
-      "what": "transformers Gemma3ForCausalLM fp32, forward hook on "
-              "model.model.layers[L] editing its first call, batch 1, one "
-              f"generate(max_new_tokens={F.max_new_tokens}, greedy) per "
-              "(cell, prompt); subset of cells",
-      "attn_implementation": ref.config._attn_implementation,
-      "torch_threads": torch.get_num_threads(),
-      "subset_cells": subset, **_summary(passes, len(outs)),
-      "passes": passes, "warmup_s": warm_s,
-      "memory": memory, "outputs": _outputs(outs),
-  }
+  return _torch_result(
+      "torch_hook",
+      "transformers Gemma3ForCausalLM fp32, forward hook on "
+      "model.model.layers[L] editing its first call, batch 1, one "
+      f"generate(max_new_tokens={F.max_new_tokens}, greedy) per "
+      "(cell, prompt); subset of cells",
+      ref, subset, outs, passes, warm_s, memory)
 
 
 def run_nnsight():
@@ -570,18 +579,12 @@ def run_nnsight():
     return outs
 
   outs, passes, memory = _timed_passes(one_pass)
-  return {
-      "method": "nnsight",
-      "what": "nnsight TransformersModel over the same transformers model; "
-              "per cell one generate trace over all prompts (left padding, "
-              "per-row offsets), edit on the prefill step only; subset of "
-              "cells",
-      "attn_implementation": ref.config._attn_implementation,
-      "torch_threads": torch.get_num_threads(),
-      "subset_cells": subset, **_summary(passes, len(outs)),
-      "passes": passes, "warmup_s": warm_s,
-      "memory": memory, "outputs": _outputs(outs),
-  }
+  return _torch_result(
+      "nnsight",
+      "nnsight TransformersModel over the same transformers model; per cell "
+      "one generate trace over all prompts (left padding, per-row offsets), "
+      "edit on the prefill step only; subset of cells",
+      ref, subset, outs, passes, warm_s, memory)
 
 
 # --------------------------------------------------------------------------

@@ -16,9 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save_figure(fig, path, tight: bool = True):
+def save_figure(fig, path, tight: bool = True, dpi: int = 110):
   Path(path).parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110, **({"bbox_inches": "tight"} if tight else {}))
+  fig.savefig(path, dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
   plt.close(fig)
   return Path(path)
 

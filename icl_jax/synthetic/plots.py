@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from icl_jax.analysis.figures import save_figure  # noqa: E402
+
 BASIS_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
                 "tab:brown", "tab:pink", "tab:gray")
 
@@ -114,10 +116,7 @@ def plot_emergence(
                        ha="left", va="top", color="gray")
   axes[-1].set_xlabel("training step")
   fig.tight_layout()
-  path = Path(path)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, tight=False, dpi=120)
 
 
 def plot_projection(
@@ -155,10 +154,7 @@ def plot_projection(
         ax.legend(fontsize=7, markerscale=2)
   fig.suptitle(f"PCA of residuals at the {position}_K token", fontsize=10)
   fig.tight_layout()
-  path = Path(path)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, tight=False, dpi=120)
 
 
 def plot_mse_vs_examples(
@@ -200,10 +196,7 @@ def plot_mse_vs_examples(
     a.grid(alpha=0.3)
     a.legend(fontsize=7)
   fig.tight_layout()
-  path = Path(path)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, tight=False, dpi=120)
 
 
 def load_snapshots(run_dir: str | Path, steps: Sequence[int] | None = None):
