@@ -8,22 +8,11 @@ import icl_jax
 from icl_jax.interventions.engine import Engine
 from icl_jax.interventions.naive import naive_patched_generate
 from icl_jax.probes import injection
-from tests.conftest import make_tiny_hf_model
 
 
 @pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-  from icl_jax.convert.tokenizers import load_tokenizer
-
-  d = tmp_path_factory.mktemp("inj") / "tiny-llama"
-  model = make_tiny_hf_model(
-      "llama", vocab_size=49152, hidden_size=32, intermediate_size=64,
-      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-      max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
-      pad_token_id=2, tie_word_embeddings=True)
-  model.save_pretrained(str(d))
-  load_tokenizer("smollm2-135m").save_pretrained(str(d))
-  return icl_jax.load(str(d), cache=False)
+def tiny_lm(tiny_model_dir):
+  return icl_jax.load(str(tiny_model_dir), cache=False)
 
 
 def test_group_by_length():
