@@ -101,11 +101,11 @@ def _blockwise_cell(cfg: DecoderConfig, params, prefix_ids, q_ids, q_len,
   d_lo = knock_lo if knock_generated else 0
   d_hi = knock_hi if knock_generated else 0
 
-  def step_layers(tok, p, slot, key_pos, cache, t):
-    del t
+  def step_layers(tok, p, slot, key_pos, cache, t, rows):
+    del t, rows  # no per-row edit state; no compaction here
     x = _embed(cfg, params, tok[:, None])
     return run_layers(cfg, params, x, 0, L, p[:, None], key_pos, cache,
-                      jnp.broadcast_to(slot, (N, 1)),
+                      jnp.broadcast_to(slot, (tok.shape[0], 1)),
                       key_pos_alt=jnp.where(ko[None], -1, key_pos),
                       alt_lo=d_lo, alt_hi=d_hi, skip=dec_skip)
 

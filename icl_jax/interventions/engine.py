@@ -43,7 +43,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from icl_jax.interventions.spec import TIMINGS, CellBatch, apply_edit
 from icl_jax.models.config import DecoderConfig
 from icl_jax.models.decoder import Block, Decoder, rope_tables
-from icl_jax.models.generation import step_done
+from icl_jax.models.generation import (default_compaction, greedy_loop,
+                                       take_cache_rows)
 
 
 # --------------------------------------------------------------------------
@@ -96,38 +97,29 @@ def run_layers(cfg: DecoderConfig, params, x, start, stop, q_pos, key_pos,
 
 def greedy_decode(cfg: DecoderConfig, params, first_logits, cache, key_pos,
                   row_len, gen_slot, max_new_tokens: int, tables, stop_rule,
-                  step_layers):
+                  step_layers, compact_min_rows: int = 0):
   """Greedy decoding of R rows until every row stops or max_new_tokens.
 
-  Step t writes the token at slot `gen_slot + t` (position `row_len + t`);
-  `step_layers(tok [R], pos [R], slot, key_pos, cache, t) -> (x [R,1,D],
-  cache)` runs the blocks on it. Returns (tokens [R,M] (0 after a row
-  stopped), n_gen [R]).
+  Token t is written at slot `gen_slot + t` (position `row_len + t`);
+  `step_layers(tok [R'], pos [R'], slot, key_pos, cache, t, rows [R']) ->
+  (x [R',1,D], cache)` runs the blocks on it for the rows `rows` (indices
+  into the R rows; fewer once finished rows are compacted away, see
+  `greedy_loop`; the forward after the last token is never run). Returns
+  (tokens [R,M] (0 after a row stopped), n_gen [R]).
   """
-  R = first_logits.shape[0]
 
-  def cond(state):
-    t, _, _, _, _, done, _, _ = state
-    return (t < max_new_tokens) & ~jnp.all(done)
-
-  def body(state):
-    t, lg, cache, key_pos, out, done, seen, n_gen = state
-    tok = jnp.argmax(lg, axis=-1).astype(jnp.int32)
-    out = out.at[:, t].set(jnp.where(done, 0, tok))
-    n_gen = n_gen + (~done).astype(jnp.int32)
-    stop, seen = step_done(tok, seen, tables, stop_rule)
-    done = done | stop
-    pos = row_len + t
+  def forward(tok, t, carry, rows):
+    cache, key_pos = carry
+    pos = row_len[rows] + t
     key_pos = key_pos.at[:, gen_slot + t].set(pos)
-    x, cache = step_layers(tok, pos, gen_slot + t, key_pos, cache, t)
-    lg = _logits(cfg, params, x)[:, 0]
-    return t + 1, lg, cache, key_pos, out, done, seen, n_gen
+    x, cache = step_layers(tok, pos, gen_slot + t, key_pos, cache, t, rows)
+    return _logits(cfg, params, x)[:, 0], (cache, key_pos)
 
-  state = (jnp.int32(0), first_logits, cache, key_pos,
-           jnp.zeros((R, max_new_tokens), jnp.int32), jnp.zeros((R,), bool),
-           jnp.zeros((R,), bool), jnp.zeros((R,), jnp.int32))
-  state = jax.lax.while_loop(cond, body, state)
-  return state[4], state[7]
+  tokens, n_gen, _ = greedy_loop(first_logits, max_new_tokens, tables,
+                                 stop_rule, forward, (cache, key_pos),
+                                 take_rows=take_cache_rows,
+                                 compact_min_rows=compact_min_rows)
+  return tokens, n_gen
 
 
 def _embed(cfg, params, tokens):
@@ -193,10 +185,12 @@ def _noise(seed, shape):
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "cfg", "max_new_tokens", "stop_rule", "timing", "want_logits"))
+    "cfg", "max_new_tokens", "stop_rule", "timing", "want_logits",
+    "compact_min_rows", "prefix_start"))
 def sweep_layer(cfg: DecoderConfig, params, layer, clean, q_len, cells,
                 tables, max_new_tokens: int, stop_rule: str, timing: str,
-                want_logits: bool = False):
+                want_logits: bool = False, compact_min_rows: int = 0,
+                prefix_start: int = 0):
   """All cells of one layer over all target prompts, decoded greedily.
 
   Args:
@@ -205,6 +199,10 @@ def sweep_layer(cfg: DecoderConfig, params, layer, clean, q_len, cells,
     q_len: int [N].
     cells: dict of CellBatch arrays with leading axis C (layer excluded).
     tables: StopTables.as_arrays().
+    compact_min_rows: decode compaction (`greedy_loop`); 0 = off.
+    prefix_start: static; no cell edits a prefix slot before it, so those
+      tokens keep their clean K/V and the prefix phase runs [prefix_start, P)
+      only (`Engine.run` passes the chunk's first edited slot, rounded down).
   Returns dict: tokens [C,N,max_new], n_gen [C,N], delta [C] (max |edit|),
     first_logits [C,N,V] (if want_logits).
   """
@@ -227,17 +225,21 @@ def sweep_layer(cfg: DecoderConfig, params, layer, clean, q_len, cells,
                                        False)
     x, delta = apply_edit(out, inp, mask[:P], values[:P], a, c, sigma, rel,
                           nz[:P])
+    # Tokens before `prefix_start` (no cell of the chunk edits them) keep
+    # their clean K/V at every layer (causal attention): only [p0, P) runs.
     cache = {n: clean[f"prefix_{n}"][:, None] for n in ("k", "v")}
-    pos = jnp.arange(P)[None]
-    _, cache = run_layers(cfg, params, x[None], start, L, pos, pos, cache,
-                          pos)
+    keys = jnp.arange(P)[None]
+    pos = keys[:, prefix_start:]
+    _, cache = run_layers(cfg, params, x[None, prefix_start:], start, L, pos,
+                          keys, cache, pos)
     return {n: cache[n][:, 0] for n in ("k", "v")}, delta
 
-  if P > 0:
+  if P > prefix_start:
     pcache, pdelta = jax.vmap(prefix_cell)(
         cells["mask"], cells["values"], *edit_args, noise)
-  else:
-    pcache = {n: jnp.zeros((C, L, 0, K, H), dt) for n in ("k", "v")}
+  else:  # no prefix token edited (or no prefix): the clean prefix K/V
+    pcache = {n: jnp.broadcast_to(clean[f"prefix_{n}"], (C, L, P, K, H))
+              for n in ("k", "v")}
     pdelta = jnp.zeros((C,), jnp.float32)
 
   # ---- query phase: per (cell, prompt) -------------------------------------
@@ -290,25 +292,25 @@ def sweep_layer(cfg: DecoderConfig, params, layer, clean, q_len, cells,
   r_dv = rep(cells["decode_values"])
   r_seed = rep(cells["seed"])
 
-  def step_layers(tok, pos, slot, key_pos, cache, t):
-    x = _embed(cfg, params, tok[:, None])  # [R,1,D]
+  def step_layers(tok, pos, slot, key_pos, cache, t, rows):
+    x = _embed(cfg, params, tok[:, None])  # [R',1,D]
     qp = pos[:, None]
-    sl = jnp.broadcast_to(slot, (R, 1))
+    sl = jnp.broadcast_to(slot, (tok.shape[0], 1))
     if timing != "every_step":
       return run_layers(cfg, params, x, 0, L, qp, key_pos, cache, sl)
     x_in, cache = run_layers(cfg, params, x, 0, inp_idx, qp, key_pos, cache,
                              sl)
     x_out, cache = run_layers(cfg, params, x_in, inp_idx, start, qp, key_pos,
                               cache, sl)
-    nz = jax.vmap(lambda s: _noise(s + 7919 * (t + 1), (1, D)))(r_seed)
+    nz = jax.vmap(lambda s: _noise(s + 7919 * (t + 1), (1, D)))(r_seed[rows])
     x_out, _ = jax.vmap(apply_edit)(
-        x_out, x_in, jnp.ones((R, 1), bool), r_dv[:, None], r_a, r_c, r_sig,
-        r_rel, nz)
+        x_out, x_in, jnp.ones((tok.shape[0], 1), bool), r_dv[rows][:, None],
+        r_a[rows], r_c[rows], r_sig[rows], r_rel[rows], nz)
     return run_layers(cfg, params, x_out, start, L, qp, key_pos, cache, sl)
 
   tokens, n_gen = greedy_decode(cfg, params, logits.reshape(R, -1), cache,
                                 key_pos, row_len, T, max_new_tokens, tables,
-                                stop_rule, step_layers)
+                                stop_rule, step_layers, compact_min_rows)
   result = {"tokens": tokens.reshape(C, N, max_new_tokens),
             "n_gen": n_gen.reshape(C, N), "delta": delta}
   if want_logits:
@@ -378,6 +380,20 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
   return p
 
 
+# prefix_start is rounded down to a multiple of this (each value compiles
+# its own sweep_layer).
+PREFIX_STEP = 16
+
+
+def prefix_start(mask: np.ndarray, prefix_len: int) -> int:
+  """First prefix slot any cell of `mask` [C,T] edits, rounded down to a
+  multiple of PREFIX_STEP; prefix_len if no cell edits the prefix."""
+  edited = np.nonzero(mask[:, :prefix_len].any(axis=0))[0]
+  if len(edited) == 0:
+    return prefix_len
+  return int(edited[0]) // PREFIX_STEP * PREFIX_STEP
+
+
 def default_memory_budget() -> int:
   """Bytes the sweep may use: half a GPU's memory, or a quarter of RAM."""
   dev = jax.devices()[0]
@@ -399,7 +415,10 @@ class Engine:
 
   def __init__(self, lm, max_new_tokens: int = 8, stop: str = "line",
                timing: str = "prefill", memory_budget: int | None = None,
-               devices=None, chunk_cells: int | None = None):
+               devices=None, chunk_cells: int | None = None,
+               compact_min_rows: int | None = None):
+    """compact_min_rows: decode compaction (see `greedy_loop`); None picks
+    the backend's default (on for CPU, off for accelerators), 0 is off."""
     if timing not in TIMINGS:
       raise ValueError(f"unknown timing {timing!r}; known: {TIMINGS}")
     self.lm = lm
@@ -411,6 +430,8 @@ class Engine:
     self.devices = list(devices or jax.devices())
     self.mesh = Mesh(np.array(self.devices), ("cells",))
     self.chunk_cells = chunk_cells
+    self.compact_min_rows = (default_compaction() if compact_min_rows is None
+                             else int(compact_min_rows))
 
   # -- targets --------------------------------------------------------------
   def prepare(self, prompts: Sequence[str] | None = None,
@@ -547,7 +568,9 @@ class Engine:
                 for f in dataclasses.fields(sub) if f.name != "layer"}
       out = sweep_layer(self.cfg, self.lm.params, jnp.int32(layer), clean,
                         q_len, arrays, tables, self.max_new_tokens,
-                        self.stop, self.timing, return_logits)
+                        self.stop, self.timing, return_logits,
+                        self.compact_min_rows,
+                        prefix_start(sub.mask, targets.prefix_len))
       k = len(idx)
       tokens[idx] = np.asarray(out["tokens"])[:k]
       n_gen[idx] = np.asarray(out["n_gen"])[:k]

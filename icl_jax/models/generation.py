@@ -105,11 +105,127 @@ def step_done(tok, seen, tables, rule: str):
   return stop, seen | has_text[tok]
 
 
+def greedy_token(logits, block: int = 1024):
+  """Greedy token per row: the first index of the maximum, [R,V] -> int32 [R].
+
+  Same result as `jnp.argmax(logits, -1)` for finite logits (first index on
+  ties; NaN is treated as +inf, so a NaN row picks its first NaN or +inf).
+  Written as two plain max reductions because XLA:CPU lowers argmax to a
+  slow variadic reduce: for [80, 262144] (Gemma 3's vocabulary) argmax took
+  64-106 ms against 11-20 ms here, once per decode step (BUILD_NOTES 4).
+  Blocks of `block` vocabulary entries ([R,nb,W]): the maximum of each
+  block, the first block holding the row maximum, then the first hit inside
+  that block. A vocabulary that is not a multiple of `block` is padded -inf.
+  """
+  R, V = logits.shape
+  lg = jnp.where(jnp.isnan(logits), jnp.inf, logits)
+  W = min(block, V)
+  nb = -(-V // W)
+  if nb * W != V:
+    lg = jnp.pad(lg, ((0, 0), (0, nb * W - V)), constant_values=-jnp.inf)
+  b = lg.reshape(R, nb, W)
+  block_max = jnp.max(b, axis=-1)  # [R,nb]
+  row_max = jnp.max(block_max, axis=-1, keepdims=True)  # [R,1]
+  first = lambda hit, n: jnp.min(  # first True along the last axis
+      jnp.where(hit, jax.lax.broadcasted_iota(jnp.int32, hit.shape,
+                                              hit.ndim - 1), n), axis=-1)
+  blk = first(block_max == row_max, nb)  # [R]
+  inside = jnp.take_along_axis(b, blk[:, None, None], axis=1)[:, 0]  # [R,W]
+  return (blk * W + first(inside == row_max, W)).astype(jnp.int32)
+
+
+def default_compaction() -> int:
+  """compact_min_rows for the default backend: 8 on CPU (a decode step's
+  cost grows with its rows), 0 (off) on accelerators, where a step over 80
+  rows costs about what one over 10 does and compaction only adds gathers
+  and compiled phases."""
+  return 8 if jax.default_backend() == "cpu" else 0
+
+
+def take_cache_rows(carry, idx):
+  """(cache {"k","v": [L,R,S,K,H]}, key_pos [R,S]) -> rows idx."""
+  cache, key_pos = carry
+  return {n: jnp.take(c, idx, axis=1) for n, c in cache.items()}, key_pos[idx]
+
+
+def compaction_sizes(rows: int, min_rows: int) -> list[int]:
+  """Batch sizes of the decode phases: rows, rows/2, ... while >= min_rows.
+
+  min_rows <= 0 turns compaction off (one phase of every row)."""
+  sizes = [rows]
+  while min_rows > 0 and sizes[-1] // 2 >= min_rows:
+    sizes.append(sizes[-1] // 2)
+  return sizes
+
+
+def greedy_loop(first_logits, max_new_tokens: int, tables, stop_rule: str,
+                forward, carry, pad_id: int = 0, take_rows=None,
+                compact_min_rows: int = 0):
+  """Greedy decoding of R rows; each row stops per `stop_rule`.
+
+  `first_logits` [R,V] give token 0. `forward(tok [R'], t, carry, rows [R'])
+  -> (logits [R',V], carry)` feeds token t of the rows `rows` (indices into
+  the original R rows) and returns their logits for token t+1. A token is fed
+  only when a next one is still wanted: the forward after the last token
+  (every row done, or max_new_tokens reached) is never run, and the loop
+  ends as soon as every row is done.
+
+  Compaction (`take_rows(carry, idx [R'']) -> carry` and compact_min_rows >
+  0): rows that stopped early are still computed until the batch ends, so
+  decoding runs in phases of R, R/2, R/4, ... rows (down to
+  compact_min_rows); a phase ends when its active rows fit the next size,
+  and the active rows are gathered into the smaller batch. Results are
+  unchanged (each row's computation is row-independent); it pays where cost
+  grows with the batch (CPU), not on a GPU at these sizes.
+  Returns (tokens [R,M] (pad_id after a row stopped), n_gen [R] (stop token
+  included), carry of the last phase).
+  """
+  if max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+  R = first_logits.shape[0]
+  sizes = compaction_sizes(R, compact_min_rows if take_rows else 0)
+
+  def pick(t, lg, rows, out, done, seen, n_gen):
+    tok = greedy_token(lg)
+    out = out.at[rows, t].set(jnp.where(done, pad_id, tok))
+    n_gen = n_gen.at[rows].add((~done).astype(jnp.int32))
+    stop, seen = step_done(tok, seen, tables, stop_rule)
+    return tok, out, done | stop, seen, n_gen
+
+  def body(state):
+    t, tok, rows, out, done, seen, n_gen, carry = state
+    lg, carry = forward(tok, t - 1, carry, rows)  # feed t-1, read token t
+    tok, out, done, seen, n_gen = pick(t, lg, rows, out, done, seen, n_gen)
+    return t + 1, tok, rows, out, done, seen, n_gen, carry
+
+  rows = jnp.arange(R)
+  zeros = jnp.zeros((R,), bool)
+  tok, out, done, seen, n_gen = pick(
+      0, first_logits, rows, jnp.full((R, max_new_tokens), pad_id, jnp.int32),
+      zeros, zeros, jnp.zeros((R,), jnp.int32))
+  t = jnp.int32(1)
+  for i, size in enumerate(sizes):
+    if i > 0:  # active rows first (stable: keeps row order), then the cut
+      keep = jnp.argsort(done, stable=True)[:size]
+      rows, tok, done, seen = rows[keep], tok[keep], done[keep], seen[keep]
+      carry = take_rows(carry, keep)
+    fits = sizes[i + 1] if i + 1 < len(sizes) else 0
+
+    def cond(state, fits=fits):
+      t, done = state[0], state[4]
+      return (t < max_new_tokens) & (jnp.sum(~done) > fits)
+
+    t, tok, rows, out, done, seen, n_gen, carry = jax.lax.while_loop(
+        cond, body, (t, tok, rows, out, done, seen, n_gen, carry))
+  return out, n_gen, carry
+
+
 @functools.partial(jax.jit,
-                   static_argnames=("cfg", "max_new_tokens", "stop_rule"))
+                   static_argnames=("cfg", "max_new_tokens", "stop_rule",
+                                    "pad_id", "compact_min_rows"))
 def greedy_generate(cfg: DecoderConfig, params, tokens, mask, tables,
                     max_new_tokens: int, stop_rule: str = "line",
-                    pad_id: int = 0):
+                    pad_id: int = 0, compact_min_rows: int = 0):
   """Greedy continuation of left-padded prompts.
 
   Args:
@@ -133,27 +249,17 @@ def greedy_generate(cfg: DecoderConfig, params, tokens, mask, tables,
   first_logits = logits[:, 0]
   next_pos = q_pos[:, -1] + 1  # [B]
 
-  def cond(state):
-    t, _, _, _, _, done, _, _ = state
-    return (t < max_new_tokens) & ~jnp.all(done)
-
-  def body(state):
-    t, logits, cache, key_pos, out, done, seen, n_gen = state
-    tok = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
-    out = out.at[:, t].set(jnp.where(done, pad_id, tok))
-    n_gen = n_gen + (~done).astype(jnp.int32)
-    stop, seen = step_done(tok, seen, tables, stop_rule)
-    done = done | stop
-    pos = (next_pos + t)[:, None]
-    slot = jnp.full((B, 1), T + t, jnp.int32)
+  def forward(tok, t, carry, rows):
+    cache, key_pos = carry
+    pos = (next_pos[rows] + t)[:, None]
+    slot = jnp.full((tok.shape[0], 1), T + t, jnp.int32)
     key_pos = key_pos.at[:, T + t].set(pos[:, 0])
     logits, cache = model.apply({"params": params}, tok[:, None], pos,
                                 key_pos, cache=cache, slots=slot)
-    return t + 1, logits, cache, key_pos, out, done, seen, n_gen
+    return logits[:, 0], (cache, key_pos)
 
-  out = jnp.full((B, max_new_tokens), pad_id, jnp.int32)
-  state = (jnp.int32(0), logits, cache, key_pos, out,
-           jnp.zeros((B,), bool), jnp.zeros((B,), bool),
-           jnp.zeros((B,), jnp.int32))
-  state = jax.lax.while_loop(cond, body, state)
-  return state[4], state[7], first_logits
+  out, n_gen, _ = greedy_loop(first_logits, max_new_tokens, tables,
+                              stop_rule, forward, (cache, key_pos), pad_id,
+                              take_rows=take_cache_rows,
+                              compact_min_rows=compact_min_rows)
+  return out, n_gen, first_logits

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from icl_jax.models.config import DecoderConfig
 from icl_jax.models.decoder import (Decoder, collect_components,
                                     collect_residuals)
-from icl_jax.models.generation import (StopTables, greedy_generate,
-                                       positions_from_mask)
+from icl_jax.models.generation import (StopTables, default_compaction,
+                                       greedy_generate, positions_from_mask)
 
 
 class ContextLengthError(ValueError):
@@ -164,7 +164,8 @@ class LanguageModel:
                       "prompt plus max_new_tokens")
     out, n_gen, _ = greedy_generate(
         self.config, self.params, jnp.asarray(ids), jnp.asarray(mask),
-        self.stop_tables.as_arrays(), max_new_tokens, stop, self.pad_id)
+        self.stop_tables.as_arrays(), max_new_tokens, stop, self.pad_id,
+        default_compaction())
     return np.asarray(out), np.asarray(n_gen)
 
   def generate(self, prompts: Sequence[str], max_new_tokens: int = 30,

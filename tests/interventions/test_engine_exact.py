@@ -118,6 +118,80 @@ def test_sweep_equals_naive_loop(family, timing):
   assert not mismatches, mismatches[:5]
 
 
+@pytest.mark.parametrize("timing", ["prefill", "every_step"])
+def test_decode_compaction_equals_naive_loop(timing):
+  # A third of the vocabulary ends a row, so rows stop at different steps
+  # and the finished ones are compacted away (phases of 24, 12, 6, 3 rows).
+  from icl_jax.models.generation import StopTables
+
+  lm = tiny_lm("llama", seed=1)
+  lm._stop_tables = StopTables.eos_only(53, range(2, 53, 3))
+  rs = np.random.RandomState(1)
+  prompts = target_prompts(rs)
+  cells = None
+  results = {}
+  for rows in (0, 3):
+    engine = Engine(lm, max_new_tokens=MAX_NEW, stop="eos", timing=timing,
+                    compact_min_rows=rows)
+    targets = engine.prepare(token_ids=prompts)
+    if cells is None:
+      cells = random_cells(lm, targets.slots, rs).take(list(range(8)) * 4)
+      cells.layer[:] = 2  # one sweep_layer call: 32 cells x 3 prompts
+      if timing == "every_step":
+        cells.decode_values[:] = rs.normal(0, 0.5, cells.decode_values.shape)
+    results[rows] = engine.run(targets, cells)
+  plain, compact = results[0], results[3]
+  assert len(set(compact.n_gen.ravel().tolist())) >= 3  # ragged stops
+  np.testing.assert_array_equal(compact.n_gen, plain.n_gen)
+  np.testing.assert_array_equal(compact.tokens, plain.tokens)
+  for i in (0, 3, 5):  # and both equal the naive one-cell loop
+    for n, ids in enumerate(prompts):
+      keep = np.zeros(targets.slots, bool)
+      keep[:len(ids)] = True
+      sub = cells.take([i])
+      sub.mask = sub.mask & keep[None]
+      toks, _ = naive_for(lm, ids, sub, 0, timing, targets.slots)
+      assert compact.tokens[i, n, :compact.n_gen[i, n]].tolist() == toks
+
+
+def test_prefix_start_keeps_clean_prefix_tokens_exactly(monkeypatch):
+  # Chunks whose first edited slot is late run only [p0, P) of the demo
+  # block; chunks that edit only the query run none of it. Same tokens as
+  # the naive loop either way (layer -1 holds only query-only cells).
+  from icl_jax.interventions import engine as engine_mod
+
+  monkeypatch.setattr(engine_mod, "PREFIX_STEP", 1)
+  lm = tiny_lm("gemma3_text", seed=2)
+  rs = np.random.RandomState(2)
+  prompts = target_prompts(rs)
+  engine = Engine(lm, max_new_tokens=MAX_NEW, stop="eos")
+  targets = engine.prepare(token_ids=prompts)
+  T, D, P = targets.slots, lm.config.d_model, targets.prefix_len
+  masks = np.zeros((3, T), bool)
+  masks[0, 6:9] = True
+  masks[1, 8:13] = True
+  masks[2, 11:] = True  # query only
+  assert engine_mod.prefix_start(masks, P) == 6
+  assert engine_mod.prefix_start(masks[2:], P) == P
+  cells = CellBatch.concat([
+      make_cells("replace", [0, 2, 1], masks, D,
+                 values=rs.normal(0, 1.0, (3, T, D)).astype(np.float32)),
+      make_cells("noise", [3, 1, 2], masks, D, sigma=0.7, relative=True,
+                 seed=[5, 6, 7]),
+      make_cells("add", [-1, -1, -1], masks[2:].repeat(3, 0), D,
+                 values=rs.normal(0, 0.5, (3, D)))])
+  res = engine.run(targets, cells)
+  assert res.changed.all()
+  for i in range(len(cells)):
+    for n, ids in enumerate(prompts):
+      keep = np.zeros(T, bool)
+      keep[:len(ids)] = True
+      sub = cells.take([i])
+      sub.mask = sub.mask & keep[None]
+      toks, _ = naive_for(lm, ids, sub, 0, "prefill", T)
+      assert res.tokens[i, n, :res.n_gen[i, n]].tolist() == toks, (i, n)
+
+
 def test_clean_patch_is_noop_and_baseline_matches_generate():
   lm = tiny_lm()
   rs = np.random.RandomState(1)

@@ -9,7 +9,8 @@ import pytest
 
 from icl_jax.models.config import config_from_hf
 from icl_jax.models.decoder import init_params
-from icl_jax.models.generation import StopTables, greedy_generate, step_done
+from icl_jax.models.generation import (StopTables, greedy_generate,
+                                      greedy_token, step_done)
 from icl_jax.models.lm import LanguageModel
 
 
@@ -98,3 +99,45 @@ def test_while_loop_stops_early_when_all_rows_done(lm):
                                   "eos", 0)
   assert n_gen.tolist() == [1, 1]
   assert (np.asarray(out)[:, 1:] == 0).all()
+
+
+@pytest.mark.parametrize("V,block", [(4096, 1024), (61, 1024), (1000, 64),
+                                     (97, 8)])
+def test_greedy_token_equals_argmax(V, block):
+  rng = np.random.default_rng(V)
+  x = rng.normal(size=(40, V)).astype(np.float32)
+  # Ties (first index wins), ties across block borders, -inf rows, padding.
+  x[0, [3, V - 1]] = 50.0
+  b = min(block, V - 1)
+  x[1, [b - 1, b]] = 50.0
+  x[2] = -np.inf
+  x[3, V - 1] = 60.0
+  x[4] = np.round(x[4])  # many exact ties
+  x[5, :] = 1.0
+  got = np.asarray(jax.jit(lambda a: greedy_token(a, block))(x))
+  np.testing.assert_array_equal(got, np.argmax(x, axis=-1))
+  assert got.dtype == np.int32
+
+
+def test_greedy_token_nan_counts_as_max():
+  x = np.zeros((2, 70), np.float32)
+  x[0, 5], x[0, 9] = 3.0, np.nan
+  x[1, 2] = np.nan
+  np.testing.assert_array_equal(np.asarray(greedy_token(x, 16)), [9, 2])
+
+
+def test_compacted_decode_equals_plain(lm):
+  # Rows stop at different steps (a quarter of the vocabulary is EOS); the
+  # compacted phases (16, 8, 4, 2 rows) give the same tokens as one phase.
+  tables = StopTables.eos_only(61, range(3, 61, 4)).as_arrays()
+  rs = np.random.RandomState(3)
+  ids = rs.randint(2, 61, (16, 5)).astype(np.int32)
+  mask = np.ones_like(ids)
+  mask[::3, :2] = 0  # some left padding
+  plain = greedy_generate(lm.config, lm.params, ids, mask, tables, 10, "eos",
+                          0, 0)
+  compact = greedy_generate(lm.config, lm.params, ids, mask, tables, 10,
+                            "eos", 0, 2)
+  assert len(set(np.asarray(plain[1]).tolist())) >= 3
+  for a, b in zip(plain, compact):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
