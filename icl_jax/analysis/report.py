@@ -115,6 +115,9 @@ class Data:
     self.summaries: dict[str, list[dict]] = defaultdict(list)
     self.main_summaries: list[dict] = []
     self.root_pngs: list[Path] = []
+    # Directories with rows but no summary.json: every script writes its
+    # summary last, so these runs were interrupted and are partial.
+    self.unfinished: set[Path] = set()
     seen = set()
     for root in self.roots:
       if not root.exists():
@@ -134,6 +137,8 @@ class Data:
           if d not in self.dirs[name]:
             self.dirs[name].append(d)
         s = d / "summary.json"
+        if not s.exists():
+          self.unfinished.add(d)
         if s.exists():
           try:
             self.summaries[d.name].append(json.loads(s.read_text()))
@@ -1536,10 +1541,17 @@ def _inventory(data: Data) -> str:
     modes = sorted({str(r.get("mode")) for r in rs})
     rows.append([name, len(rs), ", ".join(models), ", ".join(modes),
                  "; ".join(_config_brief(d) for d in data.dirs[name]),
-                 ", ".join(data.rel(d) for d in data.dirs[name])])
+                 ", ".join(data.rel(d) + (" (unfinished)" if d in
+                                          data.unfinished else "")
+                           for d in data.dirs[name])])
   text = md_table(["experiment", "rows", "models", "modes",
                    "configuration (N prompts, layers, aligned mapping)",
                    "directory"], rows)
+  if data.unfinished:
+    text += ("\n(unfinished): the directory holds rows but no summary.json, "
+             "which every script writes last: the run was interrupted and "
+             "its numbers cover only the cells it finished. Re-running the "
+             "same command resumes it.\n")
   ran_ids = set()
   known = {k for k, *_ in KNOWN} | set(MAIN_PARTS)
   for name in data.rows:

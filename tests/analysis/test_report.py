@@ -38,10 +38,12 @@ def row(exp, mode, s, t, layer, cond, transfer, n=20, preserve=None,
   return r
 
 
-def write(d: Path, name: str, rows):
+def write(d: Path, name: str, rows, finished: bool = True):
   (d / name).mkdir(parents=True, exist_ok=True)
   (d / name / "results.jsonl").write_text(
       "".join(json.dumps(r) + "\n" for r in rows))
+  if finished:  # scripts write their summary last
+    (d / name / "summary.json").write_text("{}")
 
 
 @pytest.fixture
@@ -129,6 +131,19 @@ def test_report_answers_computed_from_rows(synthetic, tmp_path):
   assert "0.730" in text
   assert "## The original's artifacts (protocol section 11)" in text
   assert "renderer failed" not in text
+
+
+def test_report_marks_interrupted_runs(synthetic, tmp_path):
+  write(synthetic, "proper_stats", [
+      row("proper_stats", "faithful", "uppercase", "repeat_word", 5,
+          "all_demo", 0.5)], finished=False)
+  text = REP.build_report([synthetic], tmp_path / "REPORT.md")
+  inventory = text.split("## What was run")[1].split("###")[0]
+  line = next(l for l in inventory.splitlines() if l.startswith("| proper"))
+  assert line.rstrip(" |").endswith("proper_stats (unfinished)")
+  base = next(l for l in inventory.splitlines() if l.startswith("| baseline"))
+  assert "unfinished" not in base
+  assert "(unfinished): the directory holds rows but no summary.json" in text
 
 
 def test_report_leaves_out_cells_that_patched_nothing(synthetic, tmp_path):
