@@ -9,11 +9,15 @@ What is never recomputed:
   * layers <= L: the patch at block L's output cannot change them. Cells start
     from the clean residual at index L+1 (computed once per target set) and
     run blocks L+1..n-1 only (a `fori_loop` with a dynamic start);
+  * tokens before the first edited slot of a chunk: they keep their clean
+    K/V at every layer (causal attention), so the prefix phase starts there;
   * the shared demo block: the N target prompts of a task differ only in
     their query. Their longest common token prefix (P tokens) is run once per
     cell ("prefix phase"); each prompt then runs only its query tokens
     ("query phase") against that cell's prefix K/V;
-  * decoding stops as soon as every row has finished its first line;
+  * decoding stops as soon as every row has finished its first line, never
+    runs the forward after the last token, and (on CPU) gathers the rows
+    still running into smaller batches as others finish;
   * logits are computed only at the last prompt position and at decode steps.
 
 Cells are split into chunks that fit a memory budget, and the cell axis is
