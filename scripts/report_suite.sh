@@ -48,6 +48,8 @@ step task_decodability experiments/task_decodability.py $M --n=40 --shots=1,4,10
 step task_vectors experiments/task_vectors.py $M --n=20
 # exp3 single-position transplant, exp5 single-position layer sweep (all layers)
 step single_position experiments/single_position.py $M --n=10 --layers=all
+step layer_sweep experiments/single_position.py $M --n=10 --layers=all \
+  --experiment=layer_sweep
 # exp4 interpolation
 step interpolation experiments/interpolation.py $M --n=6 --layers=study \
   --alphas=0.0,0.5,1.0
