@@ -46,7 +46,7 @@ ZERO_RATE = 0.02
 DEPTH_TOL = 0.10
 KNOWN_N_LAYERS = {"gemma3-270m": 18, "smollm2-135m": 30}
 MULTI = ("all_demo", "output_only")
-EXTRA_KEYS = ("timing", "source_k", "size", "subset", "queries")
+EXTRA_KEYS = ("timing", "source_k", "size", "subset", "queries", "probe")
 
 # (experiment name, study id, title, protocol sections)
 KNOWN = (

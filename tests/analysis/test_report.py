@@ -190,3 +190,16 @@ def test_reference_headlines_cover_protocol_9_9():
     assert key in claims
   assert {k for k in R.ARTIFACTS} >= {"positions_drift", "d2_decoder",
                                       "scorer_pattern", "absolute_index"}
+
+
+def test_rows_that_differ_only_in_probe_are_both_kept(tmp_path):
+  # exp2/exp7 write one row per probe at the same (model, mode, layer, ...).
+  d = tmp_path / "runs"
+  base = {"experiment": "trajectory", "model": "m", "mode": "faithful",
+          "source_task": "all", "target_task": "all", "layer": 3,
+          "condition": "last_demo_token", "n": 160}
+  write(d, "trajectory", [dict(base, probe="train_accuracy", accuracy=1.0),
+                          dict(base, probe="heldout_accuracy", accuracy=.4)])
+  data = REP.Data([d], tmp_path)
+  assert sorted(r["probe"] for r in data.get("trajectory")) == [
+      "heldout_accuracy", "train_accuracy"]
