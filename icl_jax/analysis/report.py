@@ -137,13 +137,13 @@ class Data:
           if d not in self.dirs[name]:
             self.dirs[name].append(d)
         s = d / "summary.json"
-        if not s.exists():
-          self.unfinished.add(d)
         if s.exists():
           try:
             self.summaries[d.name].append(json.loads(s.read_text()))
           except json.JSONDecodeError:
             pass
+        else:
+          self.unfinished.add(d)
       for ms in sorted(root.rglob("main_summary.json")):
         try:
           self.main_summaries.append(json.loads(ms.read_text()))

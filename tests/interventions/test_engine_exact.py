@@ -77,9 +77,13 @@ def naive_for(lm, ids, cells, i, timing, engine_T):
       int(cells.seed[i]) + 7919 * (t + 1)), (1, D), jnp.float32))[0]
                         for t in range(MAX_NEW)])
   # The engine's mask is in slot coordinates: prefix slots, then the query
-  # right-padded to Q. Map this prompt's tokens to their slots.
+  # right-padded to Q. Slots equal absolute positions for this prompt's own
+  # tokens only; slots past its end are the engine's query padding, so the
+  # naive mask keeps the first len(ids) slots.
+  mask = cells.mask[i].copy()
+  mask[len(ids):] = False
   return naive_patched_generate(
-      lm, ids, int(cells.layer[i]), cells.mask[i], cells.values[i],
+      lm, ids, int(cells.layer[i]), mask, cells.values[i],
       a=float(cells.a[i]), c=float(cells.c[i]), sigma=float(cells.sigma[i]),
       relative=bool(cells.relative[i]), noise=noise, max_new_tokens=MAX_NEW,
       stop="eos", timing=timing, decode_values=cells.decode_values[i],
@@ -104,14 +108,7 @@ def test_sweep_equals_naive_loop(family, timing):
   mismatches = []
   for i in range(len(cells)):
     for n, ids in enumerate(prompts):
-      # Slot coordinates == absolute positions for these prompts only where
-      # the query is the longest; restrict the naive mask accordingly.
-      P, ql = targets.prefix_len, len(ids) - targets.prefix_len
-      sub = cells.take([i])
-      keep = np.zeros(targets.slots, bool)
-      keep[:P + ql] = True
-      sub.mask = sub.mask & keep[None]
-      toks, delta = naive_for(lm, ids, sub, 0, timing, targets.slots)
+      toks, _ = naive_for(lm, ids, cells, i, timing, targets.slots)
       got = res.tokens[i, n, :res.n_gen[i, n]].tolist()
       if got != toks:
         mismatches.append((i, n, got, toks))
@@ -146,11 +143,7 @@ def test_decode_compaction_equals_naive_loop(timing):
   np.testing.assert_array_equal(compact.tokens, plain.tokens)
   for i in (0, 3, 5):  # and both equal the naive one-cell loop
     for n, ids in enumerate(prompts):
-      keep = np.zeros(targets.slots, bool)
-      keep[:len(ids)] = True
-      sub = cells.take([i])
-      sub.mask = sub.mask & keep[None]
-      toks, _ = naive_for(lm, ids, sub, 0, timing, targets.slots)
+      toks, _ = naive_for(lm, ids, cells, i, timing, targets.slots)
       assert compact.tokens[i, n, :compact.n_gen[i, n]].tolist() == toks
 
 
@@ -184,11 +177,7 @@ def test_prefix_start_keeps_clean_prefix_tokens_exactly(monkeypatch):
   assert res.changed.all()
   for i in range(len(cells)):
     for n, ids in enumerate(prompts):
-      keep = np.zeros(T, bool)
-      keep[:len(ids)] = True
-      sub = cells.take([i])
-      sub.mask = sub.mask & keep[None]
-      toks, _ = naive_for(lm, ids, sub, 0, "prefill", T)
+      toks, _ = naive_for(lm, ids, cells, i, "prefill", T)
       assert res.tokens[i, n, :res.n_gen[i, n]].tolist() == toks, (i, n)
 
 
