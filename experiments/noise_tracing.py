@@ -103,14 +103,18 @@ def main(argv):
     primary = F.primary_scale if F.primary_scale is not None else max(scales)
     meta, specs = [], []
     for pos_name in positions:
-      pos = ablation.single_position(tok, tp, pos_name, mode)
+      # Per prompt its own index (as the study's get_position_index); one
+      # draw per cell needs one index shared by every prompt.
+      pos = (ablation.single_positions(tok, tp, pos_name, mode)
+             if F.noise_per_prompt else
+             [ablation.single_position(tok, tp, pos_name, mode)] * F.n)
       for l in layers:
         for s in scales:
           sigma = s * sigma_act[l] if kind == "act_std" else s
           meta.append({"condition": pos_name, "layer": l, "noise": kind,
                        "scale": s, "sigma": float(sigma),
                        "primary": s == primary, "n_positions": 1,
-                       "positions": [int(pos)],
+                       "positions": sorted({int(p) for p in pos}),
                        "sigma_act": None if sigma_act is None
                        else sigma_act[l]})
           specs.append((pos, l, sigma, runner.stable_seed(
@@ -119,7 +123,7 @@ def main(argv):
     def cells(prompt_index, slots):
       masks = np.zeros((len(specs), slots), bool)
       for c, (pos, _, _, _) in enumerate(specs):
-        masks[c, pos] = True
+        masks[c, pos[prompt_index]] = True
       return make_cells(
           "noise", [sp[1] for sp in specs], masks, D,
           sigma=[sp[2] for sp in specs], relative=kind == "rms",

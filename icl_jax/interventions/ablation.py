@@ -190,6 +190,23 @@ def single_position(tok, tp: TaskPrompts, condition: str, mode: str,
   return shared_target_indices(tok, tp.episodes, condition, mode, k)[-1]
 
 
+def single_positions(tok, tp: TaskPrompts, condition: str, mode: str,
+                     k: int = 5) -> list[int]:
+  """Per prompt, its own index of a single-position set (the study's
+  `get_position_index` per prompt). The indices can differ between prompts
+  of one task: e.g. faithful first_query_token of pattern_completion is 69
+  for the query "Z Y Z Y Z" but 70 for "9 0 9 0 9" on Gemma's tokenizer
+  (" Z" is one token, " 9" is a space token and a digit)."""
+  from icl_jax.interventions.transfer import position_sets
+
+  sets = position_sets(tok, tp.episodes, condition, mode, k)
+  for e, s in zip(tp.episodes, sets):
+    if not s:
+      raise ValueError(f"no {condition!r} position ({mode}) in the prompt "
+                       f"for query {e.query!r}")
+  return [s[-1] for s in sets]
+
+
 def bos_positions(tok, tp: TaskPrompts) -> list[int]:
   lay = T.token_layout(tok, tp.episodes[0].prompt())
   return lay.indices(lay.mask("bos")).tolist()

@@ -167,6 +167,27 @@ def test_noise_tracing(tiny_model_dir, tmp_path, env):
   assert set(s["sigma_act"]) == {"0", "1"}
 
 
+def test_noise_tracing_uses_each_prompts_own_position(tiny_model_dir,
+                                                      tmp_path, env):
+  """pattern_completion's faithful first_query_token is 73 for letter queries
+  but 74 for "9 0 9 0 9" (a space token, then the digit) on SmolLM2's
+  tokenizer: each prompt gets its own index, as the study's per-prompt
+  get_position_index (a shared index used to stop the run)."""
+  out = tmp_path / "o"
+  ok(run("noise_tracing.py", tiny_model_dir, out, env,
+         "--tasks=pattern_completion", "--positions=first_query_token",
+         "--faithful_scales=2", "--mode=faithful", n=4, layers="0"))
+  rows = rows_of(out / "noise_tracing" / "results.jsonl")
+  noised = [r for r in rows if r["condition"] != "baseline"]
+  assert len(noised) == 1 and noised[0]["positions"] == [73, 74]
+  # One draw per cell needs one shared index: a clear error, not a guess.
+  p = run("noise_tracing.py", tiny_model_dir, tmp_path / "o2", env,
+          "--tasks=pattern_completion", "--positions=first_query_token",
+          "--faithful_scales=2", "--mode=faithful", "--nonoise_per_prompt",
+          n=4, layers="0")
+  assert p.returncode != 0 and "disagree on 'first_query_token'" in p.stderr
+
+
 def test_layer_skip(tiny_model_dir, tmp_path, env):
   out = tmp_path / "o"
   ok(run("layer_skip.py", tiny_model_dir, out, env, "--tasks=uppercase",

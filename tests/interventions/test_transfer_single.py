@@ -82,6 +82,18 @@ def test_target_indices_are_shared_and_checked(tok):
     transfer.shared_target_indices(tok, mixed, "last_demo_token", "faithful")
 
 
+def test_single_positions_are_per_prompt(tok):
+  from icl_jax.interventions import ablation
+
+  tp = ablation.task_prompts(tok, "pattern_completion", 4)
+  own = [s[-1] for s in transfer.position_sets(
+      tok, tp.episodes, "first_query_token", "faithful")]
+  got = ablation.single_positions(tok, tp, "first_query_token", "faithful")
+  assert got == own and len(set(got)) == 2  # "9 0 9 0 9" is one token later
+  with pytest.raises(ValueError, match="disagree"):
+    ablation.single_position(tok, tp, "first_query_token", "faithful")
+
+
 @pytest.mark.parametrize("mode", ["faithful", "aligned"])
 def test_single_position_cells_use_each_prompts_own_index(lm, tok, mode):
   """The source vector is the mean over source prompts at each prompt's own
