@@ -46,7 +46,12 @@ ZERO_RATE = 0.02
 DEPTH_TOL = 0.10
 KNOWN_N_LAYERS = {"gemma3-270m": 18, "smollm2-135m": 30}
 MULTI = ("all_demo", "output_only")
-EXTRA_KEYS = ("timing", "source_k", "size", "subset", "queries", "probe")
+# Fields beyond results.KEY_FIELDS that tell a run's rows apart: every
+# script's `key_extra` (a test checks the scripts against this list) plus
+# fields that separate rows written by one script under several settings.
+# Rows equal in all of these are duplicates (a resumed cell) and collapse.
+EXTRA_KEYS = ("timing", "source_k", "size", "subset", "queries", "probe",
+              "metric", "noise", "scale", "part", "k")
 
 # (experiment name, study id, title, protocol sections)
 KNOWN = (
@@ -1396,18 +1401,36 @@ def _numeric(v) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# Fields of a source -> target transfer; meaningless where every row's source
+# and target task are the same (single-task ablations: exp10-12, exp14A).
+TRANSFER_FIELDS = ("transfer", "preserve", "neither", "both")
+PREFERRED_ABLATION = ("disruption", "accuracy", "accuracy_faithful",
+                      "accuracy_strict")
+
+
+def single_task(rows) -> bool:
+  return bool(rows) and all(r.get("source_task") == r.get("target_task")
+                            for r in rows)
+
+
 def generic_metrics(rows) -> list[str]:
-  """Numeric fields worth a by-layer table (preferred names first)."""
+  """Numeric fields worth a by-layer table (preferred names first):
+  transfer and preserve for transfer experiments, disruption and accuracy
+  for single-task ablations (which carry no transfer)."""
+  ablation = single_task(rows)
   keys = []
   for r in rows[:200]:
     for k, v in r.items():
       if k not in keys and _numeric(v) and k not in GENERIC_SKIP and \
-          not k.startswith("_") and not GENERIC_SKIP_RE.search(k):
+          not k.startswith("_") and not GENERIC_SKIP_RE.search(k) and \
+          not (ablation and k in TRANSFER_FIELDS):
         keys.append(k)
+  forced = () if ablation else ("transfer", "preserve")
   varying = [k for k in keys if len({r.get(k) for r in rows}) > 1 or
-             k in ("transfer", "preserve")]
-  ordered = [k for k in PREFERRED if k in varying] + [
-      k for k in varying if k not in PREFERRED]
+             k in forced]
+  preferred = PREFERRED_ABLATION if ablation else PREFERRED
+  ordered = [k for k in preferred if k in varying] + [
+      k for k in varying if k not in preferred]
   return ordered
 
 
@@ -1415,6 +1438,13 @@ def render_generic(data: Data, name: str, rows) -> str:
   models = data.models([name])
   text = ""
   layered = [r for r in rows if isinstance(r.get("layer"), int)]
+  if any("primary" in r for r in layered):
+    # exp11: one row per noise scale; the tables show the primary scale
+    # (the disruption the study reports), the plots every scale.
+    layered = [r for r in layered if r.get("primary")]
+    text += ("Rows at each mode's primary noise scale (" + ", ".join(
+        sorted({f"{r.get('mode')}: {r.get('noise')} x{r.get('scale')}"
+                for r in layered})) + ").\n\n")
   metrics = generic_metrics(layered) if layered else []
   if layered and metrics:
     conds = sorted({str(r.get("condition")) for r in layered})

@@ -203,3 +203,45 @@ def test_rows_that_differ_only_in_probe_are_both_kept(tmp_path):
   data = REP.Data([d], tmp_path)
   assert sorted(r["probe"] for r in data.get("trajectory")) == [
       "heldout_accuracy", "train_accuracy"]
+
+
+def test_single_task_ablations_show_disruption_not_transfer(tmp_path):
+  # exp11 rows: source == target task, one row per noise scale; the table is
+  # the primary scale's disruption, never a (always 0) transfer column.
+  d = tmp_path / "runs"
+  rows = []
+  for layer, scale, disruption in itertools.product([0, 4], [2.0, 5.0],
+                                                    [None]):
+    rows.append({"experiment": "noise_tracing", "model": "m",
+                 "mode": "faithful", "source_task": "uppercase",
+                 "target_task": "uppercase", "layer": layer,
+                 "condition": "first_query_token", "n": 10,
+                 "transfer": 0.0, "preserve": 0.5, "neither": 0.5,
+                 "accuracy": 0.5 - 0.1 * layer * (scale == 5.0),
+                 "disruption": 0.25 + 0.1 * layer * (scale == 5.0),
+                 "noise": "unit", "scale": scale, "primary": scale == 5.0})
+  write(d, "noise_tracing", rows)
+  text = REP.render_generic(REP.Data([d], tmp_path), "noise_tracing",
+                            REP.Data([d], tmp_path).get("noise_tracing"))
+  assert "Mean transfer" not in text and "Mean preserve" not in text
+  assert "Mean disruption by layer" in text and "faithful: unit x5.0" in text
+  line = [l for l in text.splitlines() if l.startswith("| m | faithful")][0]
+  assert "0.25" in line and "0.65" in line  # primary scale only
+  # Transfer experiments keep transfer and preserve first.
+  assert REP.generic_metrics([dict(rows[0], target_task="sentiment"),
+                              rows[1]])[:2] == ["transfer", "preserve"]
+
+
+def test_report_row_key_covers_every_scripts_key_extra():
+  """Rows that differ only in a key_extra field (exp11's noise scale, exp14's
+  k, ...) are different cells; the report must not collapse them."""
+  import ast
+
+  names = set()
+  for f in (ROOT / "experiments").glob("*.py"):
+    for node in ast.walk(ast.parse(f.read_text())):
+      if isinstance(node, ast.keyword) and node.arg == "key_extra":
+        names |= {e.value for e in ast.walk(node.value)
+                  if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+  assert {"probe", "scale", "noise", "k", "part", "metric"} <= names
+  assert names <= set(REP.EXTRA_KEYS), names - set(REP.EXTRA_KEYS)
