@@ -801,25 +801,37 @@ def render_baseline(data: Data, rows) -> str:
                                         for r in rows)]
   tasks += sorted({r.get("source_task") for r in rows} - set(tasks) -
                   {None})
+  # One column pair per (model, mode): faithful = the study's fixed demos,
+  # aligned = demos sampled per prompt (the rows' demo_mode); each with its
+  # mode's scorer (Wilson 95%) and the other scorer beside it.
+  cols = [(m, mode) for m in models for mode in ("faithful", "aligned")
+          if any(r.get("model") == m and r.get("mode") == mode for r in rows)]
   head = ["task"]
-  for m in models:
-    head += [f"{short_model(m)} faithful", f"{short_model(m)} strict"]
+  for m, mode in cols:
+    demos = sorted({str(r.get("demo_mode")) for r in rows
+                    if r.get("model") == m and r.get("mode") == mode} -
+                   {"None"})
+    label = f"{short_model(m)} {mode}" + (f" ({'/'.join(demos)} demos)"
+                                           if demos else "")
+    other = "strict" if mode == "faithful" else "faithful scorer"
+    head += [label, f"{short_model(m)} {mode}, {other}"]
   head += [R.MODEL_LABELS[m] for m in R.ORIGINAL_MODELS]
   table = []
   for t in tasks:
     line = [t]
-    for m in models:
-      rs = [r for r in rows if r.get("model") == m and
-            r.get("source_task") == t]
+    for m, mode in cols:
+      rs = [r for r in rows if r.get("model") == m and r.get("mode") == mode
+            and r.get("source_task") == t]
       r = rs[0] if rs else None
       if r is None:
         line += ["-", "-"]
-      else:
-        n = r.get("n", 0)
-        af = r.get("accuracy_faithful", r.get("preserve"))
-        ast = r.get("accuracy_strict")
-        line += [wilson_text(counts(af, n), n) if af is not None else "-",
-                 f2(ast)]
+        continue
+      n = r.get("n", 0)
+      af = r.get("accuracy_faithful", r.get("preserve"))
+      ast = r.get("accuracy_strict")
+      main, other = (af, ast) if mode == "faithful" else (ast, af)
+      line += [wilson_text(counts(main, n), n) if main is not None else "-",
+               f2(other)]
     line += [f2(R.BASELINE.get(t, {}).get(m)) for m in R.ORIGINAL_MODELS]
     table.append(line)
   text = md_table(head, table)

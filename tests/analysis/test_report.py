@@ -245,3 +245,27 @@ def test_report_row_key_covers_every_scripts_key_extra():
                   if isinstance(e, ast.Constant) and isinstance(e.value, str)}
   assert {"probe", "scale", "noise", "k", "part", "metric"} <= names
   assert names <= set(REP.EXTRA_KEYS), names - set(REP.EXTRA_KEYS)
+
+
+def test_baseline_table_keeps_modes_apart(tmp_path):
+  # Aligned baselines (sampled demos) were shown as the faithful column.
+  d = tmp_path / "runs"
+  base = {"experiment": "baseline", "model": "m", "source_task": "first_letter",
+          "target_task": "first_letter", "layer": None,
+          "condition": "baseline", "n": 50}
+  write(d, "baseline", [
+      dict(base, mode="aligned", demo_mode="sampled", accuracy_faithful=0.94,
+           accuracy_strict=0.92)])
+  write(d / "f", "baseline", [
+      dict(base, mode="faithful", demo_mode="fixed", accuracy_faithful=0.26,
+           accuracy_strict=0.24)])
+  data = REP.Data([d, d / "f"], tmp_path)
+  text = REP.render_baseline(data, data.get("baseline"))
+  head, _, line = text.splitlines()[:3]
+  cols = [c.strip() for c in head.strip("|").split("|")]
+  vals = [c.strip() for c in line.strip("|").split("|")]
+  got = dict(zip(cols, vals))
+  assert got["m faithful (fixed demos)"].startswith("0.26")
+  assert got["m faithful, strict"] == "0.24"
+  assert got["m aligned (sampled demos)"].startswith("0.92")
+  assert got["m aligned, faithful scorer"] == "0.94"
