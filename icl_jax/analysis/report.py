@@ -847,7 +847,18 @@ def _transfer_grid(rows, models, conditions, data, pair_filter=None,
                                                           int)})
   if max_layers and len(layers) > max_layers:
     step = -(-len(layers) // max_layers)
-    layers = layers[::step]
+    shown = set(layers[::step])
+    # A row whose layers all fall between the shown columns (exp12's skip
+    # groups, one layer each) keeps its own columns.
+    groups = defaultdict(set)
+    for r in rows:
+      if isinstance(r.get("layer"), int):
+        groups[(r.get("model"), r.get("mode"), r.get("condition"))].add(
+            r["layer"])
+    for g in groups.values():
+      if not g & shown:
+        shown |= g
+    layers = sorted(shown)
   head = ["model", "mode", "condition"] + [f"L{l}" for l in layers]
   out = []
   for m in models:
@@ -1465,7 +1476,7 @@ def render_generic(data: Data, name: str, rows) -> str:
     for metric in metrics[:2]:
       text += f"Mean {metric} by layer:\n\n" + _transfer_grid(
           [r for r in layered if _numeric(r.get(metric))],
-          models, conds, data, metric=metric, max_layers=14) + "\n"
+          models, conds, data, metric=metric, max_layers=18) + "\n"
     if len(metrics) > 2:
       text += ("Other numeric fields in the rows: " +
                ", ".join(metrics[2:12]) + ".\n")

@@ -269,3 +269,17 @@ def test_baseline_table_keeps_modes_apart(tmp_path):
   assert got["m faithful, strict"] == "0.24"
   assert got["m aligned (sampled demos)"].startswith("0.92")
   assert got["m aligned, faithful scorer"] == "0.94"
+
+
+def test_layer_grid_keeps_rows_whose_layers_fall_between_columns():
+  rows = [{"model": "m", "mode": "faithful", "condition": "skip", "layer": l,
+           "transfer": 0.1 * l} for l in range(30)]
+  rows.append({"model": "m", "mode": "faithful", "condition": "group",
+               "layer": 5, "transfer": 0.5})
+  text = REP._transfer_grid(rows, ["m"], ["skip", "group"], None,
+                            max_layers=10)
+  head = text.splitlines()[0]
+  assert "L5 " in head + " " and "L0 " in head and "L3 " in head
+  assert "L1 " not in head  # subsampled every 3rd layer otherwise
+  group = [l for l in text.splitlines() if "| group |" in l][0]
+  assert "0.50" in group
