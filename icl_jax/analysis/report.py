@@ -1313,6 +1313,42 @@ def render_exp33(data: Data, rows) -> str:
   return text
 
 
+def render_exp14(data: Data, rows) -> str:
+  """exp14: part A accuracy by demo count k (mean over tasks), part B
+  single-position transfer by k (mean over pairs), beside the original."""
+  models = data.models(["demo_ablation"])
+  ks = sorted({r["k"] for r in rows if isinstance(r.get("k"), int)})
+  head = ["model", "mode", "part"] + [f"k={k}" for k in ks]
+  out = []
+  for m in models:
+    for mode in ("faithful", "aligned"):
+      for part, label, metric in (("A", "A: task accuracy", "accuracy"),
+                                  ("B", "B: transfer", "transfer")):
+        rs = [r for r in rows if r.get("model") == m and r.get("mode") == mode
+              and r.get("part") == part and _numeric(r.get(metric))]
+        if not rs:
+          continue
+        by_k = by(rs, "k")
+        out.append([short_model(m), mode, label] + [
+            f2(mean(r[metric] for r in by_k[(k,)])) if (k,) in by_k else ""
+            for k in ks])
+  ref_ks = sorted(R.EXP14)
+  out.append(["Llama-3B (original)", "as run", "A: task accuracy"] + [
+      f2(R.EXP14[k][0]) if k in R.EXP14 else "" for k in ks])
+  out.append(["Llama-3B (original)", "as run", "B: transfer"] + [
+      f2(R.EXP14[k][2]) if k in R.EXP14 else "" for k in ks])
+  text = md_table(head, out)
+  layers = sorted({r["layer"] for r in rows if r.get("part") == "B" and
+                   isinstance(r.get("layer"), int)})
+  text += ("\nPart A: mean over tasks of the baseline accuracy with the first "
+           "k demos (faithful: the study's fixed demos and scorer; aligned: "
+           "strict scorer). Part B: single-position transplant at "
+           f"layer(s) {', '.join(map(str, layers))}, mean over pairs. The "
+           "original's constant 0.333 is pattern_completion->repeat_word "
+           "scored by the lenient repeat_word scorer (protocol 11).\n")
+  return text
+
+
 def render_exp6(data: Data, rows) -> str:
   table = []
   for m in data.models(["ontology"]):
@@ -1563,6 +1599,9 @@ RENDERERS = {
     "variable_length": render_exp33, "ontology": render_exp6,
     "template_similarity": render_exp19, "tokenization": render_exp28,
 }
+# Experiments outside KNOWN with their own table (plots and the reference
+# snippet are added as for the generic ones).
+EXTRA_RENDERERS = {"demo_ablation": render_exp14}
 
 
 def _config_brief(d: Path) -> str:
@@ -1682,7 +1721,16 @@ def build_report(roots: Sequence[str | Path], out: str | Path = "REPORT.md",
       int(re.sub(r"\D", "", guess_study_id(n)[0] or "") or 99), rank(n))):
     sid, t = guess_study_id(name)
     head = f"### {sid + ': ' if sid else ''}{t or name} (`{name}`)\n"
-    body = render_generic(data, name, data.get(name))
+    if name in EXTRA_RENDERERS:
+      try:
+        body = (EXTRA_RENDERERS[name](data, data.get(name)) + "\n" +
+                images(data, data.pngs(name)))
+      except Exception as e:  # a renderer bug must not lose the report
+        body = (f"_(specific renderer failed: {type(e).__name__}: {e}; "
+                "generic table below)_\n\n" +
+                render_generic(data, name, data.get(name)))
+    else:
+      body = render_generic(data, name, data.get(name))
     if sid in REFERENCE_SNIPPETS:
       body += "\n" + REFERENCE_SNIPPETS[sid]() + "\n"
     parts += [head, body]

@@ -283,3 +283,29 @@ def test_layer_grid_keeps_rows_whose_layers_fall_between_columns():
   assert "L1 " not in head  # subsampled every 3rd layer otherwise
   group = [l for l in text.splitlines() if "| group |" in l][0]
   assert "0.50" in group
+
+
+def test_demo_ablation_table_by_k(tmp_path):
+  d = tmp_path / "runs"
+  rows = []
+  for k in (1, 5):
+    for t, acc in (("uppercase", 0.2 * k), ("length", 1.0)):
+      rows.append({"experiment": "demo_ablation", "model": "m",
+                   "mode": "faithful", "source_task": t, "target_task": t,
+                   "layer": None, "condition": "baseline", "n": 10,
+                   "accuracy": acc, "k": k, "part": "A"})
+    rows.append({"experiment": "demo_ablation", "model": "m",
+                 "mode": "faithful", "source_task": "pattern_completion",
+                 "target_task": "repeat_word", "layer": 9,
+                 "condition": "last_demo_token", "n": 10,
+                 "transfer": 1.0 if k == 5 else 0.0, "k": k, "part": "B"})
+  write(d, "demo_ablation", rows)
+  out = tmp_path / "REPORT.md"
+  text = REP.build_report([d], out)
+  sec = text.split("### exp14")[1].split("###")[0]
+  lines = {tuple(c.strip() for c in l.strip("|").split("|")[:3]): l
+           for l in sec.splitlines() if l.startswith("| m |")}
+  assert lines[("m", "faithful", "A: task accuracy")].endswith(
+      "| 0.60 | 1.00 |")
+  assert lines[("m", "faithful", "B: transfer")].endswith("| 0.00 | 1.00 |")
+  assert "Llama-3B (original)" in sec and "failed" not in sec
