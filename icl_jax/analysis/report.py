@@ -1701,6 +1701,12 @@ def build_report(roots: Sequence[str | Path], out: str | Path = "REPORT.md",
         parts += [head, "Not run.\n"]
       continue
     rows = data.get(name)
+    if not rows and name == "multi_position" and data.get("main_prefill"):
+      parts += [head, "No separate exp8 run: the main job above is exp8 at "
+                "every layer: its six pairs, `main_prefill` rows (conditions " +
+                ", ".join(sorted({str(r.get("condition")) for r in
+                                  data.get("main_prefill")})) + ").\n"]
+      continue
     if not rows:
       parts += [head, "Not run.\n"]
       continue

@@ -102,6 +102,8 @@ def test_report_answers_computed_from_rows(synthetic, tmp_path):
   out = tmp_path / "REPORT.md"
   text = REP.build_report([synthetic], out)
   assert out.read_text() == text
+  exp8 = text.split("### exp8")[1].split("###")[0]
+  assert "No separate exp8 run" in exp8 and "all_demo" in exp8
   q1 = text.split("## 1.")[1].split("## 2.")[0]
   assert "| model-a | faithful | **yes** | all_demo L5 (depth 0.28)" in q1
   assert "| model-a | aligned | **yes** | all_demo L9 (depth 0.50)" in q1
