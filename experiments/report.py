@@ -54,6 +54,17 @@ def copy_figures(out: Path, figures_dir: str) -> int:
     shutil.copy(src, dst)
     text = text.replace(f"]({link})", f"]({dst.relative_to(base).as_posix()})")
   out.write_text(text)
+  # Plots of an earlier report that this one no longer links go, so the
+  # folder holds exactly what REPORT.md shows.
+  linked = {(base / l).resolve() for l in re.findall(r"\]\(([^)]+\.png)\)",
+                                                     text)}
+  root = base / figures_dir
+  for png in root.rglob("*.png") if root.exists() else ():
+    if png.resolve() not in linked:
+      png.unlink()
+  for d in sorted(root.rglob("*"), reverse=True) if root.exists() else ():
+    if d.is_dir() and not any(d.iterdir()):
+      d.rmdir()
   return len(links)
 
 

@@ -311,3 +311,20 @@ def test_demo_ablation_table_by_k(tmp_path):
       "| 0.60 | 1.00 |")
   assert lines[("m", "faithful", "B: transfer")].endswith("| 0.00 | 1.00 |")
   assert "Llama-3B (original)" in sec and "failed" not in sec
+
+
+def test_copy_figures_copies_linked_plots_and_drops_stale_ones(tmp_path):
+  from experiments.report import copy_figures
+
+  res = tmp_path / "runs" / "report" / "m" / "exp"
+  res.mkdir(parents=True)
+  (res / "a.png").write_bytes(b"png-a")
+  out = tmp_path / "REPORT.md"
+  out.write_text("![a](runs/report/m/exp/a.png)\n")
+  stale = tmp_path / "figs" / "old" / "gone.png"
+  stale.parent.mkdir(parents=True)
+  stale.write_bytes(b"old")
+  assert copy_figures(out, "figs") == 1
+  assert (tmp_path / "figs" / "m" / "exp" / "a.png").read_bytes() == b"png-a"
+  assert out.read_text() == "![a](figs/m/exp/a.png)\n"
+  assert not stale.exists() and not stale.parent.exists()
