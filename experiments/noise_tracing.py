@@ -107,7 +107,8 @@ def main(argv):
       # draw per cell needs one index shared by every prompt.
       pos = (ablation.single_positions(tok, tp, pos_name, mode)
              if F.noise_per_prompt else
-             [ablation.single_position(tok, tp, pos_name, mode)] * F.n)
+             [ablation.single_position(tok, tp, pos_name, mode)] *
+             len(tp.episodes))
       for l in layers:
         for s in scales:
           sigma = s * sigma_act[l] if kind == "act_std" else s

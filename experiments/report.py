@@ -59,12 +59,13 @@ def copy_figures(out: Path, figures_dir: str) -> int:
   linked = {(base / l).resolve() for l in re.findall(r"\]\(([^)]+\.png)\)",
                                                      text)}
   root = base / figures_dir
-  for png in root.rglob("*.png") if root.exists() else ():
-    if png.resolve() not in linked:
-      png.unlink()
-  for d in sorted(root.rglob("*"), reverse=True) if root.exists() else ():
-    if d.is_dir() and not any(d.iterdir()):
-      d.rmdir()
+  if root.exists():
+    for png in root.rglob("*.png"):
+      if png.resolve() not in linked:
+        png.unlink()
+    for d in sorted(root.rglob("*"), reverse=True):  # deepest first
+      if d.is_dir() and not any(d.iterdir()):
+        d.rmdir()
   return len(links)
 
 

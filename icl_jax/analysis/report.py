@@ -1332,7 +1332,6 @@ def render_exp14(data: Data, rows) -> str:
         out.append([short_model(m), mode, label] + [
             f2(mean(r[metric] for r in by_k[(k,)])) if (k,) in by_k else ""
             for k in ks])
-  ref_ks = sorted(R.EXP14)
   out.append(["Llama-3B (original)", "as run", "A: task accuracy"] + [
       f2(R.EXP14[k][0]) if k in R.EXP14 else "" for k in ks])
   out.append(["Llama-3B (original)", "as run", "B: transfer"] + [
@@ -1662,6 +1661,16 @@ def _inventory(data: Data) -> str:
   return text
 
 
+def _render_or_generic(renderer, data: Data, name: str, rows) -> str:
+  """renderer(data, rows); the generic table if it fails (a renderer bug
+  must not lose the report)."""
+  try:
+    return renderer(data, rows)
+  except Exception as e:
+    return (f"_(specific renderer failed: {type(e).__name__}: {e}; "
+            "generic table below)_\n\n" + render_generic(data, name, rows))
+
+
 def build_report(roots: Sequence[str | Path], out: str | Path = "REPORT.md",
                  title: str | None = None) -> str:
   """Renders REPORT.md from result directories; returns the text."""
@@ -1710,12 +1719,7 @@ def build_report(roots: Sequence[str | Path], out: str | Path = "REPORT.md",
     if not rows:
       parts += [head, "Not run.\n"]
       continue
-    try:
-      body = RENDERERS[name](data, rows)
-    except Exception as e:  # a renderer bug must not lose the report
-      body = (f"_(specific renderer failed: {type(e).__name__}: {e}; "
-              "generic table below)_\n\n" + render_generic(data, name, rows))
-    parts += [head, body]
+    parts += [head, _render_or_generic(RENDERERS[name], data, name, rows)]
   known = {k for k, *_ in KNOWN} | set(MAIN_PARTS)
   order = [g[1] for g in GUESSES]
 
@@ -1728,13 +1732,9 @@ def build_report(roots: Sequence[str | Path], out: str | Path = "REPORT.md",
     sid, t = guess_study_id(name)
     head = f"### {sid + ': ' if sid else ''}{t or name} (`{name}`)\n"
     if name in EXTRA_RENDERERS:
-      try:
-        body = (EXTRA_RENDERERS[name](data, data.get(name)) + "\n" +
-                images(data, data.pngs(name)))
-      except Exception as e:  # a renderer bug must not lose the report
-        body = (f"_(specific renderer failed: {type(e).__name__}: {e}; "
-                "generic table below)_\n\n" +
-                render_generic(data, name, data.get(name)))
+      body = _render_or_generic(
+          lambda d, rs: (EXTRA_RENDERERS[name](d, rs) + "\n" +
+                         images(d, d.pngs(name))), data, name, data.get(name))
     else:
       body = render_generic(data, name, data.get(name))
     if sid in REFERENCE_SNIPPETS:

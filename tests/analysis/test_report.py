@@ -212,8 +212,7 @@ def test_single_task_ablations_show_disruption_not_transfer(tmp_path):
   # the primary scale's disruption, never a (always 0) transfer column.
   d = tmp_path / "runs"
   rows = []
-  for layer, scale, disruption in itertools.product([0, 4], [2.0, 5.0],
-                                                    [None]):
+  for layer, scale in itertools.product([0, 4], [2.0, 5.0]):
     rows.append({"experiment": "noise_tracing", "model": "m",
                  "mode": "faithful", "source_task": "uppercase",
                  "target_task": "uppercase", "layer": layer,
