@@ -175,6 +175,12 @@ def run(lm, *, model, mode_list, n, k, layers, seed, out_dir, batch_size=16,
                              batch_size=batch_size, progress=progress)[pos]
     change = diagnostics.cosine_change(feats)
     spread = diagnostics.class_spread(feats, labels)
+    if progress:
+      # One compiled L-BFGS program per subset (5 folds + 1 all-rows fit,
+      # every layer at once): no per-step progress to show.
+      print(f"[{mode}] fitting logistic probes: 2 subsets x 6 fits x "
+            f"{len(layers)} layers, max_iter 1000 (minutes on a CPU)",
+            flush=True)
     curves = probe_curves(feats, labels)
     rows = []
     for (subset, probe), val in curves.items():

@@ -88,6 +88,10 @@ step output_positions experiments/output_positions.py $M --n=10 --layers=study \
 step sentiment_variants experiments/sentiment_variants.py $M --n=10 --layers=study
 # exp33 variable length
 step variable_length experiments/variable_length.py $M --n=8 --layers=study
+# the generic entry point (experiments/sweep.py): the study pair, three
+# position sets, every layer
+step sweep experiments/sweep.py $M --n=10 --layers=all --pairs=$STUDY_PAIR \
+  --positions=all_demo,output_only,last_demo_token
 # exp19 template similarity (reads the transfer results above)
 step template_similarity experiments/template_similarity.py --out_dir=$OUT \
   --model=$MODEL
