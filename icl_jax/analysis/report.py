@@ -1492,6 +1492,27 @@ def generic_metrics(rows) -> list[str]:
   return ordered
 
 
+def _drop_matrix_diagonal(rows):
+  """Rows without the diagonal of any condition that is a pair matrix.
+
+  A condition holding both source == target and source != target rows
+  (exp3's 8 x 8 transplant matrix) is reported over its off-diagonal pairs,
+  as the original's "mean off-diagonal transfer"; conditions whose rows are
+  all single-task (controls, ablations) are kept whole. Returns (rows,
+  number of rows dropped).
+  """
+  def diag(r):
+    return r.get("source_task") == r.get("target_task")
+
+  kinds = defaultdict(set)
+  for r in rows:
+    kinds[str(r.get("condition"))].add(diag(r))
+  mixed = {c for c, k in kinds.items() if k == {True, False}}
+  kept = [r for r in rows
+          if not (str(r.get("condition")) in mixed and diag(r))]
+  return kept, len(rows) - len(kept)
+
+
 def render_generic(data: Data, name: str, rows) -> str:
   models = data.models([name])
   text = ""
@@ -1503,6 +1524,12 @@ def render_generic(data: Data, name: str, rows) -> str:
     text += ("Rows at each mode's primary noise scale (" + ", ".join(
         sorted({f"{r.get('mode')}: {r.get('noise')} x{r.get('scale')}"
                 for r in layered})) + ").\n\n")
+  layered, n_diag = _drop_matrix_diagonal(layered)
+  if n_diag:
+    text += (f"Off-diagonal pairs only: {n_diag} rows with source == target "
+             "are left out of the means (no transfer is possible there; the "
+             "faithful source-first scorer counts every correct answer of "
+             "such a row as 'transfer').\n\n")
   metrics = generic_metrics(layered) if layered else []
   if layered and metrics:
     conds = sorted({str(r.get("condition")) for r in layered})
@@ -1525,6 +1552,11 @@ def render_generic(data: Data, name: str, rows) -> str:
         r.get(k), float) else r.get(k) for k in scal] for r in rows[:30]])
     if len(rows) > 30:
       text += f"\n({len(rows) - 30} more rows in results.jsonl)\n"
+  sa = scorer_artifacts(layered)
+  if sa:
+    text += ("\nScorer artifacts (11.2) in our data -- faithful-scorer "
+             "'transfer' that the strict scorer rejects on the same outputs: "
+             + "; ".join(sa) + ".\n")
   text += "\n" + images(data, data.pngs(name))
   return text
 

@@ -233,6 +233,46 @@ def test_single_task_ablations_show_disruption_not_transfer(tmp_path):
                               rows[1]])[:2] == ["transfer", "preserve"]
 
 
+def test_pair_matrix_means_leave_out_the_diagonal(tmp_path):
+  # exp3: an 8 x 8 transplant matrix at one position plus single-task
+  # controls. On the diagonal (source == target) the faithful source-first
+  # scorer calls every correct answer 'transfer'; the by-layer means are
+  # off-diagonal (the original's "mean off-diagonal transfer"), controls
+  # (all single-task) are kept whole.
+  d = tmp_path / "runs"
+  rows = []
+  for layer in (0, 4):
+    rows.append(row("transplant", "faithful", "uppercase", "uppercase",
+                    layer, "last_demo_token", 0.8, preserve=0.0))
+    rows.append(row("transplant", "faithful", "uppercase", "sentiment",
+                    layer, "last_demo_token", 0.3, preserve=0.6,
+                    strict_scorer={"transfer": 0.0}))
+    rows.append(row("transplant", "faithful", "sentiment", "uppercase",
+                    layer, "last_demo_token", 0.0, preserve=0.7))
+    rows.append(row("transplant", "faithful", "uppercase", "uppercase",
+                    layer, "control_zero", 0.0, preserve=0.9))
+  write(d, "transplant", rows)
+  data = REP.Data([d], tmp_path)
+  text = REP.render_generic(data, "transplant", data.get("transplant"))
+  assert "Off-diagonal pairs only: 2 rows" in text
+  lines = {l.split("|")[3].strip(): l for l in text.splitlines()
+           if l.startswith("| model-a | faithful")}
+  tr = [l for l in text.split("Mean preserve")[0].splitlines()
+        if l.startswith("| model-a | faithful | last_demo_token")][0]
+  assert tr.split("|")[4].strip() == "0.15"  # (0.3 + 0.0) / 2, not 0.37
+  pr = [l for l in text.split("Mean preserve")[1].splitlines()
+        if l.startswith("| model-a | faithful | control_zero")][0]
+  assert pr.split("|")[4].strip() == "0.90"  # the control's diagonal kept
+  assert "control_zero" in lines
+  # The faithful cell the strict scorer rejects is named.
+  assert "uppercase->sentiment L0 last_demo_token: faithful transfer " \
+      "0.30, strict 0.00" in text
+  kept, dropped = REP._drop_matrix_diagonal(rows)
+  assert dropped == 2 and all(
+      r["source_task"] != r["target_task"] or r["condition"] ==
+      "control_zero" for r in kept)
+
+
 def test_report_row_key_covers_every_scripts_key_extra():
   """Rows that differ only in a key_extra field (exp11's noise scale, exp14's
   k, ...) are different cells; the report must not collapse them."""
