@@ -904,6 +904,16 @@ def scorer_artifacts(rows, threshold=0.2, limit=8) -> list[str]:
   return out
 
 
+def scorer_artifact_line(rows) -> str | None:
+  """One sentence naming the faithful cells the strict scorer rejects."""
+  sa = scorer_artifacts(rows)
+  if not sa:
+    return None
+  return ("Scorer artifacts (11.2) in our data -- faithful-scorer 'transfer' "
+          "that the strict scorer rejects on the same outputs: " +
+          "; ".join(sa) + ".")
+
+
 def tokenization_facts(data: Data, model: str) -> dict | None:
   for s in data.summaries.get("tokenization", []):
     if s.get("config", {}).get("model") == model:
@@ -922,11 +932,9 @@ def query_overwrites(data: Data, model: str) -> dict:
 def artifact_notes(data: Data, rows, keys: Sequence[str]) -> str:
   """Computed explanations + the protocol's artifact statements."""
   lines = []
-  sa = scorer_artifacts(rows)
+  sa = scorer_artifact_line(rows)
   if sa:
-    lines.append("Scorer artifacts (11.2) in our data -- faithful-scorer "
-                 "'transfer' that the strict scorer rejects on the same "
-                 "outputs: " + "; ".join(sa) + ".")
+    lines.append(sa)
   for model in data.models():
     mrows = [r for r in rows if r.get("model") == model]
     if not mrows:
@@ -1552,11 +1560,9 @@ def render_generic(data: Data, name: str, rows) -> str:
         r.get(k), float) else r.get(k) for k in scal] for r in rows[:30]])
     if len(rows) > 30:
       text += f"\n({len(rows) - 30} more rows in results.jsonl)\n"
-  sa = scorer_artifacts(layered)
+  sa = scorer_artifact_line(layered)
   if sa:
-    text += ("\nScorer artifacts (11.2) in our data -- faithful-scorer "
-             "'transfer' that the strict scorer rejects on the same outputs: "
-             + "; ".join(sa) + ".\n")
+    text += "\n" + sa + "\n"
   text += "\n" + images(data, data.pngs(name))
   return text
 

@@ -255,15 +255,12 @@ def test_pair_matrix_means_leave_out_the_diagonal(tmp_path):
   data = REP.Data([d], tmp_path)
   text = REP.render_generic(data, "transplant", data.get("transplant"))
   assert "Off-diagonal pairs only: 2 rows" in text
-  lines = {l.split("|")[3].strip(): l for l in text.splitlines()
-           if l.startswith("| model-a | faithful")}
   tr = [l for l in text.split("Mean preserve")[0].splitlines()
         if l.startswith("| model-a | faithful | last_demo_token")][0]
   assert tr.split("|")[4].strip() == "0.15"  # (0.3 + 0.0) / 2, not 0.37
   pr = [l for l in text.split("Mean preserve")[1].splitlines()
         if l.startswith("| model-a | faithful | control_zero")][0]
   assert pr.split("|")[4].strip() == "0.90"  # the control's diagonal kept
-  assert "control_zero" in lines
   # The faithful cell the strict scorer rejects is named.
   assert "uppercase->sentiment L0 last_demo_token: faithful transfer " \
       "0.30, strict 0.00" in text
