@@ -43,7 +43,12 @@ def normalize_key(key: str) -> str:
   return key
 
 
-def _layer_map(cfg: DecoderConfig) -> dict[str, tuple[str, ...]]:
+def is_ignorable(key: str) -> bool:
+  """Non-persistent buffers some older checkpoints still carry."""
+  return bool(_IGNORABLE.match(key))
+
+
+def layer_map(cfg: DecoderConfig) -> dict[str, tuple[str, ...]]:
   """HF per-layer suffix -> path inside the block's param tree."""
   m = {
       "self_attn.q_proj.weight": ("attn", "q"),
@@ -71,97 +76,19 @@ def _layer_map(cfg: DecoderConfig) -> dict[str, tuple[str, ...]]:
   return m
 
 
-def _reshape(name: str, w: np.ndarray, cfg: DecoderConfig) -> np.ndarray:
-  D, N, K, H = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-  if name == "q":
-    return w.T.reshape(D, N, H)  # [(N H), D] -> [D, N, H]
-  if name in ("k", "v"):
-    return w.T.reshape(D, K, H)
-  if name == "o":
-    return w.T.reshape(N, H, D)  # [D, (N H)] -> [N, H, D]
-  if name in ("gate", "up", "down"):
-    return w.T
-  if name == "q_bias":
-    return w.reshape(N, H)
-  if name in ("k_bias", "v_bias"):
-    return w.reshape(K, H)
-  return w
-
-
-def _set(tree: dict, path: tuple[str, ...], value):
-  for p in path[:-1]:
-    tree = tree.setdefault(p, {})
-  tree[path[-1]] = value
-
-
 def convert_state_dict(state_dict: Mapping[str, np.ndarray],
                        cfg: DecoderConfig, dtype=np.float32) -> dict:
-  """Converts HF tensors (numpy, any float dtype) to the decoder's params."""
-  sd = {}
-  for k, v in state_dict.items():
-    nk = normalize_key(k)
-    if nk in sd:
-      raise CheckpointKeyError(f"duplicate key after prefix normalisation: {k}")
-    sd[nk] = v
-  consumed: set[str] = set()
+  """Converts HF tensors (numpy, any float dtype) to the decoder's params.
 
-  def take(key):
-    if key not in sd:
-      return None
-    consumed.add(key)
-    return np.asarray(sd[key], dtype=np.float32)
+  The same conversion as the streaming loader (`streaming.ParamWriter`),
+  applied to an in-memory state dict.
+  """
+  from icl_jax.convert.streaming import convert_stream
 
-  missing: list[str] = []
-  params: dict = {}
-  embed = take("embed_tokens.weight")
-  if embed is None:
-    missing.append("model.embed_tokens.weight")
-  else:
-    params["embed"] = embed
-  final = take("norm.weight")
-  if final is None:
-    missing.append("model.norm.weight")
-  else:
-    params["final_norm"] = {"scale": final}
-  head = take("lm_head.weight")
-  if cfg.tie_embeddings:
-    if head is not None and embed is not None and not np.array_equal(
-        head, embed):
-      raise CheckpointKeyError(
-          "tie_word_embeddings=True but lm_head.weight differs from "
-          "embed_tokens.weight")
-  else:
-    if head is None:
-      missing.append("lm_head.weight")
-    else:
-      params["lm_head"] = head.T  # [V,D] -> [D,V]
-
-  lmap = _layer_map(cfg)
-  per_layer: dict[tuple[str, ...], list[np.ndarray]] = {}
-  for i in range(cfg.n_layers):
-    for suffix, path in lmap.items():
-      key = f"layers.{i}.{suffix}"
-      w = take(key)
-      if w is None:
-        missing.append(f"model.{key}")
-        continue
-      per_layer.setdefault(path, []).append(_reshape(path[-1], w, cfg))
-  unused = sorted(k for k in sd if k not in consumed
-                  and not _IGNORABLE.match(k))
-  if missing or unused:
-    msg = []
-    if missing:
-      msg.append(f"missing weight keys ({len(missing)}): {missing}")
-    if unused:
-      msg.append(f"unused weight keys ({len(unused)}): {unused}")
-    raise CheckpointKeyError("; ".join(msg))
-
-  layers: dict = {}
-  for path, ws in per_layer.items():
-    _set(layers, path, np.stack(ws, axis=0))
-  params["layers"] = {"block": layers}
-  params["final_norm"] = params["final_norm"]
-  return _cast(params, dtype)
+  params = convert_stream(state_dict.items(), cfg, "state dict")
+  if np.dtype(dtype) != np.float32:
+    params = _cast(params, dtype)
+  return params
 
 
 def _cast(tree, dtype):

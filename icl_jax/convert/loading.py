@@ -1,16 +1,25 @@
 """`icl_jax.load`: embedded names, GGUF files and Hugging Face directories.
 
 Sources:
-  - an embedded name (`gemma3-270m`, `smollm2-135m`), see `embedded.py`;
-  - a `.gguf` file of a supported family (dequantized by transformers'
-    GGUF loader, the same tensors transformers' own forward uses);
+  - an embedded name (`gemma3-270m`, `smollm2-135m`, `qwen2.5-0.5b`,
+    `qwen2.5-1.5b`), see `embedded.py`;
+  - a `.gguf` file of a supported family (dequantized tensor by tensor with
+    transformers' own GGUF processing, see `streaming.py`);
   - a local HF directory: config.json + model.safetensors or a sharded
-    model.safetensors.index.json.
+    model.safetensors.index.json (shards must lie inside the directory).
 
-Converted parameters are cached with orbax under
-`$ICL_JAX_CACHE/models/<stem>-<key>/` (fp32, with the HF config, the tokenizer
-and the generation stop tables), so a second load skips conversion. The key
-hashes the source files' paths, sizes and mtimes and the converter version.
+Conversion streams one tensor at a time into the final parameter tree
+(`streaming.ParamWriter`), so a first load holds about one copy of the fp32
+parameters. Converted parameters are cached with orbax under
+`$ICL_JAX_CACHE/models/<stem>-<key>/` (fp32, with the HF config, the
+tokenizer and the generation stop tables). The key hashes the source files'
+*contents* (sha256, computed once per file version and remembered by path,
+size and mtime_ns), the converter version and the stored dtype. Every cached
+file's size and sha256 are listed in the cache's `manifest.json`, written
+last, and checked on every load; any mismatch or read error rebuilds the
+cache once, with a warning that says why. Caches are written into a unique
+temporary folder and renamed into place, so concurrent conversions of one
+model all succeed and a half-written cache is never read.
 """
 
 from __future__ import annotations
@@ -18,28 +27,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from icl_jax.convert import embedded
-from icl_jax.convert.hf_params import check_against_model, convert_state_dict
-from icl_jax.models.config import DecoderConfig, config_from_hf
+from icl_jax.convert import digests, embedded, streaming
+from icl_jax.convert.streaming import CheckpointError
+from icl_jax.models.config import config_from_hf
 from icl_jax.models.generation import StopTables
 from icl_jax.models.lm import LanguageModel
 
 log = logging.getLogger(__name__)
 
+__all__ = ["CheckpointError", "CacheWarning", "load", "resolve_source",
+           "read_hf_dir", "CONVERTER_VERSION", "SUPPORTED_DTYPES"]
+
 # Bump when conversion output changes, to invalidate caches.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 SUPPORTED_DTYPES = ("float32", "bfloat16")
+_STORED_DTYPE = "float32"
 
 
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be read or is not a supported model."""
+class CacheWarning(UserWarning):
+  """A converted-model cache was damaged or stale and is being rebuilt."""
 
 
 def _dtype_name(dtype) -> str:
@@ -53,15 +66,27 @@ def _dtype_name(dtype) -> str:
   return name
 
 
-def _files_key(files: list[Path]) -> str:
-  h = hashlib.sha1(f"v{CONVERTER_VERSION}".encode())
-  for f in sorted(files):
-    st = f.stat()
-    h.update(f"{f.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode())
-  return h.hexdigest()[:16]
+def _shards(p: Path, index: Path) -> list[Path]:
+  try:
+    names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+  except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as e:
+    raise CheckpointError(f"{index}: malformed index ({e})") from e
+  root = p.resolve()
+  files = []
+  for s in names:
+    f = (p / str(s)).resolve()
+    if not f.is_relative_to(root):
+      raise CheckpointError(
+          f"{index}: shard {s!r} lies outside the checkpoint folder {p}")
+    files.append(f)
+  missing = [str(f) for f in files if not f.exists()]
+  if missing:
+    raise CheckpointError(f"{p}: shards listed in the index are missing: "
+                          f"{missing}")
+  return files
 
 
-def _resolve(name_or_path: str) -> tuple[str, Path, list[Path]]:
+def resolve_source(name_or_path) -> tuple[str, Path, list[Path]]:
   """-> (kind "gguf"|"hf_dir", path, files that define the checkpoint)."""
   name_or_path = str(name_or_path)
   if embedded.is_embedded_name(name_or_path):
@@ -76,16 +101,7 @@ def _resolve(name_or_path: str) -> tuple[str, Path, list[Path]]:
       raise CheckpointError(f"{p}: no config.json in the directory")
     index = p / "model.safetensors.index.json"
     if index.exists():
-      try:
-        shards = sorted(set(json.loads(index.read_text())["weight_map"]
-                            .values()))
-      except (json.JSONDecodeError, KeyError) as e:
-        raise CheckpointError(f"{index}: malformed index ({e})") from e
-      files = [p / s for s in shards]
-      missing = [str(f) for f in files if not f.exists()]
-      if missing:
-        raise CheckpointError(f"{p}: shards listed in the index are missing: "
-                              f"{missing}")
+      files = _shards(p, index)
     elif (p / "model.safetensors").exists():
       files = [p / "model.safetensors"]
     else:
@@ -102,40 +118,30 @@ def _resolve(name_or_path: str) -> tuple[str, Path, list[Path]]:
       "file or a directory with config.json + safetensors")
 
 
-def read_hf_dir(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-  """(config dict, state dict as fp32 numpy) from an HF safetensors dir."""
-  from safetensors import safe_open
-
+def _read_hf_config(path: Path) -> dict:
   try:
-    hf_config = json.loads((path / "config.json").read_text())
-  except json.JSONDecodeError as e:
+    return json.loads((path / "config.json").read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CheckpointError(f"{path}/config.json: malformed JSON ({e})") from e
-  _, _, files = _resolve(str(path))
-  sd: dict[str, np.ndarray] = {}
-  for f in files[1:]:
-    try:
-      # framework="pt" reads every dtype (numpy has no bfloat16).
-      with safe_open(str(f), framework="pt") as fh:
-        for k in fh.keys():
-          sd[k] = fh.get_tensor(k).float().numpy()
-    except Exception as e:  # safetensors raises its own error types
-      raise CheckpointError(f"{f}: cannot read safetensors ({e})") from e
-  return hf_config, sd
 
 
-def read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray], object]:
-  """(config dict, fp32 state dict, transformers model) from a GGUF file."""
-  import torch
-  from transformers import AutoModelForCausalLM
+def read_hf_dir(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+  """(config dict, state dict as fp32 numpy) from an HF safetensors dir.
 
-  try:
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32)
-  except Exception as e:
-    raise CheckpointError(f"{path}: cannot load GGUF with transformers "
-                          f"({type(e).__name__}: {e})") from e
-  sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-  return model.config.to_dict(), sd, model
+  For tests and tools; `load` streams instead of building this dict.
+  """
+  _, _, files = resolve_source(str(path))
+  return _read_hf_config(path), dict(streaming.iter_safetensors(files[1:]))
+
+
+def source_digest(kind: str, path: Path, files: list[Path]) -> str:
+  """sha256 over the checkpoint files' contents (and their names)."""
+  h = hashlib.sha256()
+  root = path.resolve() if kind == "hf_dir" else path.resolve().parent
+  for f in files:
+    rel = f.resolve().relative_to(root).as_posix()
+    h.update(f"{rel}:{digests.sha256_of(f)}\n".encode())
+  return h.hexdigest()
 
 
 def _cache_dir(stem: str, key: str, cache_dir: Path | None) -> Path:
@@ -143,42 +149,127 @@ def _cache_dir(stem: str, key: str, cache_dir: Path | None) -> Path:
   return Path(root) / f"{stem}-{key}"
 
 
-def _save_cache(d: Path, hf_config: dict, params, tokenizer, stops, meta):
+# --------------------------------------------------------------------------
+# The cache
+# --------------------------------------------------------------------------
+
+def _save_cache(d: Path, hf_config: dict, params, tokenizer, stops,
+                meta: dict) -> None:
   import orbax.checkpoint as ocp
 
-  tmp = d.with_name(d.name + ".tmp")
-  shutil.rmtree(tmp, ignore_errors=True)
-  tmp.mkdir(parents=True)
-  (tmp / "hf_config.json").write_text(json.dumps(hf_config, default=str))
-  if tokenizer is not None:
-    tokenizer.save_pretrained(str(tmp / "tokenizer"))
-  stops.save(tmp / "stop_tables.npz")
-  ck = ocp.StandardCheckpointer()
-  ck.save((tmp / "params").resolve(), params)
-  ck.wait_until_finished()
-  (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-  shutil.rmtree(d, ignore_errors=True)
-  os.replace(tmp, d)  # atomic: a half-written cache is never used
+  tmp = digests.new_temp_dir(d)
+  try:
+    (tmp / "hf_config.json").write_text(json.dumps(hf_config, default=str))
+    if tokenizer is not None:
+      tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    stops.save(tmp / "stop_tables.npz")
+    ck = ocp.StandardCheckpointer()
+    ck.save((tmp / "params").resolve(), params)
+    ck.wait_until_finished()
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    # Written last: a cache without a manifest is never used.
+    manifest = digests.dir_manifest(tmp)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  digests.publish_dir(tmp, d, existing_ok=lambda p: _cache_problem(p) is None)
 
 
-def _load_cache(d: Path):
+def _cache_problem(d: Path) -> str | None:
+  """None if the cache folder is complete and intact, else why not."""
+  try:
+    manifest = json.loads((d / "manifest.json").read_text())
+  except FileNotFoundError:
+    return "it has no manifest.json (incomplete, or from an older version)"
+  except (OSError, ValueError) as e:
+    return f"its manifest.json is unreadable ({e})"
+  if not isinstance(manifest, dict) or "meta.json" not in manifest:
+    return "its manifest.json is incomplete"
+  return digests.check_manifest(d, manifest)
+
+
+def _restore_params(d: Path, dtype_name: str):
+  """Restores the cached fp32 params, cast leaf by leaf to `dtype_name`."""
   import orbax.checkpoint as ocp
+
+  params = ocp.StandardCheckpointer().restore((d / "params").resolve())
+  return _cast_tree(params, dtype_name)
+
+
+def _load_cache(d: Path, dtype_name: str):
   from transformers import AutoTokenizer
 
   hf_config = json.loads((d / "hf_config.json").read_text())
-  params = ocp.StandardCheckpointer().restore((d / "params").resolve())
-  tok = (AutoTokenizer.from_pretrained(str(d / "tokenizer"))
+  cfg = config_from_hf(hf_config)
+  params = _restore_params(d, dtype_name)
+  tok = (AutoTokenizer.from_pretrained(str(d / "tokenizer"),
+                                       trust_remote_code=False)
          if (d / "tokenizer").exists() else None)
   stops = StopTables.load(d / "stop_tables.npz")
-  return hf_config, params, tok, stops
+  return hf_config, cfg, params, tok, stops
 
 
-def _cast_params(params, dtype_name: str):
-  import jax
+def _try_cache(d: Path, dtype_name: str):
+  """(cached model parts, seconds spent verifying) or (None, seconds)."""
+  if not d.exists():
+    return None, 0.0
+  t0 = time.perf_counter()
+  problem = _cache_problem(d)
+  verify = time.perf_counter() - t0
+  if problem is None:
+    try:
+      return _load_cache(d, dtype_name), verify
+    except Exception as e:  # any read error: rebuild below
+      problem = f"reading it failed ({type(e).__name__}: {e})"
+  msg = f"converted-model cache {d} is damaged: {problem}; rebuilding it"
+  log.warning(msg)
+  warnings.warn(msg, CacheWarning, stacklevel=3)
+  return None, verify
+
+
+# --------------------------------------------------------------------------
+# Conversion
+# --------------------------------------------------------------------------
+
+def _cast_tree(tree, dtype_name: str):
+  """numpy/jax tree -> jax arrays of `dtype_name`, freeing each source leaf
+  as it goes (peak: the tree plus one leaf)."""
   import jax.numpy as jnp
 
   dt = jnp.bfloat16 if dtype_name == "bfloat16" else jnp.float32
-  return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dt), params)
+  if isinstance(tree, dict):
+    out = {}
+    for k in list(tree):
+      out[k] = _cast_tree(tree.pop(k), dtype_name)
+    return out
+  return jnp.asarray(tree, dt)
+
+
+def _convert(kind: str, path: Path, files: list[Path]):
+  """(hf_config, cfg, numpy fp32 params, tokenizer, stop tables)."""
+  from icl_jax.convert.hf_params import check_against_model
+  from icl_jax.convert.tokenizers import load_tokenizer
+
+  if kind == "gguf":
+    hf_config = streaming.gguf_config(path)
+    cfg = config_from_hf(hf_config)
+    stream = streaming.iter_gguf_tensors(path, hf_config)
+    tok = load_tokenizer(str(path))
+  else:
+    hf_config = _read_hf_config(path)
+    cfg = config_from_hf(hf_config)
+    stream = streaming.iter_safetensors(files[1:])
+    has_tok = any((path / f).exists() for f in (
+        "tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+    # Tokenizer-less checkpoints (e.g. tiny test models) still run on ids.
+    tok = load_tokenizer(str(path)) if has_tok else None
+  params = streaming.convert_stream(stream, cfg, str(path))
+  check_against_model(params, cfg)
+  stops = (StopTables.from_tokenizer(tok, cfg.vocab_size, cfg.eos_token_ids)
+           if tok is not None else
+           StopTables.eos_only(cfg.vocab_size, cfg.eos_token_ids))
+  return hf_config, cfg, params, tok, stops
 
 
 def load(name_or_path, dtype=None, cache: bool = True,
@@ -191,46 +282,40 @@ def load(name_or_path, dtype=None, cache: bool = True,
       and norm statistics stay fp32).
     cache: read/write the orbax cache of converted parameters.
     cache_dir: override the cache root.
+
+  `lm.load_info` records the source ("cache"/"converted"), seconds, the
+  cache folder, dtype, the source's content sha256 and the seconds spent
+  verifying the cache's digests.
   """
   t0 = time.perf_counter()
   dtype_name = _dtype_name(dtype)
-  kind, path, files = _resolve(name_or_path)
+  kind, path, files = resolve_source(name_or_path)
   name = str(name_or_path)
-  d = _cache_dir(path.stem if kind == "gguf" else path.name,
-                 _files_key(files), Path(cache_dir) if cache_dir else None)
-  if cache and (d / "meta.json").exists():
-    hf_config, params, tok, stops = _load_cache(d)
-    cfg = config_from_hf(hf_config)
+  src_sha = source_digest(kind, path, files)
+  key = hashlib.sha256(f"{src_sha}|converter v{CONVERTER_VERSION}|stored "
+                       f"{_STORED_DTYPE}".encode()).hexdigest()[:16]
+  d = _cache_dir(path.stem if kind == "gguf" else path.name, key,
+                 Path(cache_dir) if cache_dir else None)
+  cached, verify_s = _try_cache(d, dtype_name) if cache else (None, 0.0)
+  if cached is not None:
+    hf_config, cfg, params, tok, stops = cached
     source = "cache"
   else:
-    from icl_jax.convert.tokenizers import load_tokenizer
-
-    if kind == "gguf":
-      hf_config, sd, _ = read_gguf(path)
-      tok = load_tokenizer(str(path))
-    else:
-      hf_config, sd = read_hf_dir(path)
-      has_tok = any((path / f).exists() for f in (
-          "tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
-      # Tokenizer-less checkpoints (e.g. tiny test models) still run on ids.
-      tok = load_tokenizer(str(path)) if has_tok else None
-    cfg = config_from_hf(hf_config)
-    params = convert_state_dict(sd, cfg)
-    check_against_model(params, cfg)
-    del sd
-    stops = (StopTables.from_tokenizer(tok, cfg.vocab_size, cfg.eos_token_ids)
-             if tok is not None else
-             StopTables.eos_only(cfg.vocab_size, cfg.eos_token_ids))
+    hf_config, cfg, params, tok, stops = _convert(kind, path, files)
     source = "converted"
     if cache:
       _save_cache(d, hf_config, params, tok, stops, {
-          "source": str(path), "kind": kind, "converter_version":
-          CONVERTER_VERSION, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
-  params = _cast_params(params, dtype_name)
+          "source": str(path), "kind": kind, "source_sha256": src_sha,
+          "converter_version": CONVERTER_VERSION,
+          "stored_dtype": _STORED_DTYPE,
+          "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+    params = _cast_tree(params, dtype_name)
   lm = LanguageModel(cfg, params, tok, name=name, hf_config=hf_config,
                      stop_tables=stops)
   lm.load_info = {"source": source, "seconds": time.perf_counter() - t0,
-                  "cache_dir": str(d) if cache else None, "dtype": dtype_name}
+                  "cache_dir": str(d) if cache else None, "dtype": dtype_name,
+                  "source_sha256": src_sha,
+                  "cache_verify_seconds": round(verify_s, 3)}
   log.info("loaded %s from %s in %.1fs", name, source,
            lm.load_info["seconds"])
   return lm

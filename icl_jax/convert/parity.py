@@ -77,11 +77,16 @@ def load_reference(name_or_path):
   import torch
   from transformers import AutoModelForCausalLM
 
-  from icl_jax.convert.loading import _resolve, read_gguf
+  from icl_jax.convert.loading import CheckpointError, resolve_source
 
-  kind, path, _ = _resolve(str(name_or_path))
+  kind, path, _ = resolve_source(str(name_or_path))
   if kind == "gguf":
-    model = read_gguf(path)[2]
+    try:
+      model = AutoModelForCausalLM.from_pretrained(
+          str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except Exception as e:
+      raise CheckpointError(f"{path}: cannot load GGUF with transformers "
+                            f"({type(e).__name__}: {e})") from e
   else:
     model = AutoModelForCausalLM.from_pretrained(str(path),
                                                  dtype=torch.float32)

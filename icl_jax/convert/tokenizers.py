@@ -1,41 +1,78 @@
 """Tokenizer loading with an on-disk cache.
 
 Building a tokenizer from a GGUF file takes ~20 s (Gemma 3); after the first
-build it is saved with ``save_pretrained`` and reloaded from ``tokenizer.json``.
+build it is saved with ``save_pretrained`` (into a unique temporary folder,
+with a manifest of file digests, renamed into place) and reloaded from there.
+A damaged cached tokenizer is rebuilt with a warning. No loader runs code
+from a checkpoint (``trust_remote_code=False`` everywhere).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+import logging
+import shutil
+import warnings
 from pathlib import Path
 
-from icl_jax.convert import embedded
+from icl_jax.convert import digests, embedded
+
+log = logging.getLogger(__name__)
 
 
-def _file_key(path: Path) -> str:
-  st = path.stat()
-  h = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode())
-  return h.hexdigest()[:12]
+def _auto_tokenizer(*args, **kwargs):
+  from transformers import AutoTokenizer
+
+  return AutoTokenizer.from_pretrained(*args, trust_remote_code=False,
+                                       **kwargs)
+
+
+def _cached(cache_dir: Path):
+  """The cached tokenizer, or None (absent, or damaged: with a warning)."""
+  if not cache_dir.exists():
+    return None
+  try:
+    manifest = json.loads((cache_dir / "manifest.json").read_text())
+    problem = digests.check_manifest(cache_dir, manifest)
+  except (OSError, ValueError) as e:
+    problem = f"no readable manifest.json ({e})"
+  if problem is None:
+    try:
+      return _auto_tokenizer(str(cache_dir))
+    except Exception as e:  # any read error: rebuild
+      problem = f"loading failed ({type(e).__name__}: {e})"
+  msg = f"cached tokenizer {cache_dir} is damaged: {problem}; rebuilding it"
+  log.warning(msg)
+  warnings.warn(msg, UserWarning, stacklevel=3)
+  return None
 
 
 def load_gguf_tokenizer(gguf_path: str | Path, cache_dir: Path | None = None):
   """Loads (and caches) the transformers tokenizer stored in a GGUF file."""
-  from transformers import AutoTokenizer
-
   gguf_path = Path(gguf_path)
   if cache_dir is None:
-    cache_dir = (
-        embedded.cache_root() / "tokenizers"
-        / f"{gguf_path.stem}-{_file_key(gguf_path)}"
-    )
-  if (cache_dir / "tokenizer_config.json").exists():
-    return AutoTokenizer.from_pretrained(str(cache_dir))
-  tok = AutoTokenizer.from_pretrained(
-      str(gguf_path.parent), gguf_file=gguf_path.name
-  )
-  cache_dir.mkdir(parents=True, exist_ok=True)
-  tok.save_pretrained(str(cache_dir))
-  return AutoTokenizer.from_pretrained(str(cache_dir))
+    key = digests.sha256_of(gguf_path)[:16]
+    cache_dir = embedded.cache_root() / "tokenizers" / f"{gguf_path.stem}-{key}"
+  tok = _cached(cache_dir)
+  if tok is not None:
+    return tok
+  try:
+    tok = _auto_tokenizer(str(gguf_path.parent), gguf_file=gguf_path.name)
+  except Exception as e:
+    from icl_jax.convert.streaming import CheckpointError
+
+    raise CheckpointError(f"{gguf_path}: cannot read the tokenizer "
+                          f"({type(e).__name__}: {e})") from e
+  tmp = digests.new_temp_dir(cache_dir)
+  try:
+    tok.save_pretrained(str(tmp))
+    (tmp / "manifest.json").write_text(json.dumps(digests.dir_manifest(tmp)))
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  digests.publish_dir(tmp, cache_dir,
+                      existing_ok=lambda p: _cached(p) is not None)
+  return _auto_tokenizer(str(cache_dir))
 
 
 def load_tokenizer(name_or_path: str):
@@ -46,9 +83,7 @@ def load_tokenizer(name_or_path: str):
   if p.suffix == ".gguf":
     return load_gguf_tokenizer(p)
   if p.is_dir():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(p))
+    return _auto_tokenizer(str(p))
   raise ValueError(
       f"unknown model {name_or_path!r}: not an embedded name "
       f"({sorted(embedded.EMBEDDED_MODELS)}), a .gguf file or a directory"

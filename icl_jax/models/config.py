@@ -196,6 +196,13 @@ def _parse_rope_dict(rd: dict[str, Any] | None, default_theta: float | None,
         f"{where}: unsupported partial_rotary_factor="
         f"{rd['partial_rotary_factor']}"
     )
+  needed = {"linear": ("factor",),
+            "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+                       "original_max_position_embeddings")}.get(kind, ())
+  absent = [k for k in needed if rd.get(k) is None]
+  if absent:
+    raise UnsupportedConfigError(
+        f"{where}: rope type {kind!r} needs {', '.join(absent)}")
   if kind == "default":
     return RopeConfig(theta=float(theta))
   if kind == "linear":
@@ -274,6 +281,12 @@ def config_from_hf(d: dict[str, Any]) -> DecoderConfig:
         f"{family}: unsupported config field(s) "
         + ", ".join(f"{k}={d[k]!r}" for k in sorted(unknown))
     )
+  required = ("num_hidden_layers", "num_attention_heads", "hidden_size",
+              "vocab_size", "intermediate_size")
+  absent = [k for k in required if d.get(k) is None]
+  if absent:
+    raise UnsupportedConfigError(
+        f"{family}: config has no {', '.join(absent)} (required)")
   n_layers = int(d["num_hidden_layers"])
   n_heads = int(d["num_attention_heads"])
   n_kv = int(d.get("num_key_value_heads") or n_heads)

@@ -1,0 +1,166 @@
+"""Content hashes of files, computed in a streaming read and remembered.
+
+`sha256_of(path)` hashes a file once and remembers the digest under its
+resolved path, size and mtime_ns (in `$ICL_JAX_CACHE/file_hashes.json`), so a
+multi-GB source is read once per change, not once per load. `write_atomic`
+and `atomic_dir` are the one way this package writes cache files: into a
+unique temporary name in the same folder, then renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+_BLOCK = 8 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+  """sha256 hex digest of a file (streaming, constant memory)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    while True:
+      b = f.read(_BLOCK)
+      if not b:
+        break
+      h.update(b)
+  return h.hexdigest()
+
+
+def _memo_path() -> Path:
+  from icl_jax.convert.embedded import cache_root
+
+  return cache_root() / "file_hashes.json"
+
+
+def _stat_key(path: Path) -> tuple[str, str]:
+  st = path.stat()
+  return str(path.resolve()), f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _read_memo() -> dict:
+  try:
+    memo = json.loads(_memo_path().read_text())
+    return memo if isinstance(memo, dict) else {}
+  except (OSError, ValueError):
+    return {}  # missing or damaged: digests are recomputed
+
+
+def sha256_of(path: str | Path) -> str:
+  """sha256 of a file, remembered by (resolved path, size, mtime_ns)."""
+  path = Path(path)
+  name, stamp = _stat_key(path)
+  entry = _read_memo().get(name)
+  if isinstance(entry, dict) and entry.get("stamp") == stamp:
+    return str(entry["sha256"])
+  digest = sha256_file(path)
+  if _stat_key(path)[1] == stamp:  # unchanged while we read it
+    remember(path, digest)
+  return digest
+
+
+# A file modified within this many ns of now may still change within the
+# same timestamp tick (file times are coarse: a few ms), so its digest is
+# not remembered yet ("racy git" rule).
+_RACY_NS = 2_000_000_000
+
+
+def remember(path: str | Path, digest: str) -> None:
+  """Records `digest` as the content hash of `path` as it is now."""
+  name, stamp = _stat_key(Path(path))
+  if time.time_ns() - Path(path).stat().st_mtime_ns < _RACY_NS:
+    return
+  memo = _read_memo()
+  memo[name] = {"stamp": stamp, "sha256": digest}
+  try:
+    write_atomic(_memo_path(), json.dumps(memo, indent=0).encode())
+  except OSError:
+    pass  # a read-only cache only costs a re-hash next time
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+  """Writes a file via a unique temporary name and an atomic rename."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
+
+
+def new_temp_dir(final: Path) -> Path:
+  """A unique, empty folder beside `final` (same file system)."""
+  final.parent.mkdir(parents=True, exist_ok=True)
+  return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-",
+                               dir=final.parent))
+
+
+def publish_dir(tmp: Path, final: Path, existing_ok=None) -> bool:
+  """Renames a finished temporary folder to `final`.
+
+  If `final` already exists and `existing_ok(final)` is true (another
+  process published a good copy first), `tmp` is discarded. Otherwise the
+  old folder (a damaged copy) is moved aside to a unique name and deleted.
+  Returns True if `tmp` became `final`.
+  """
+  try:
+    os.rename(tmp, final)
+    return True
+  except OSError:
+    pass
+  if existing_ok is not None and existing_ok(final):
+    shutil.rmtree(tmp, ignore_errors=True)
+    return False
+  trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-",
+                                dir=final.parent))
+  try:
+    os.rename(final, trash / "x")
+  except OSError:
+    pass  # vanished meanwhile
+  try:
+    os.rename(tmp, final)
+    ok = True
+  except OSError:  # lost a race to a third writer: keep theirs
+    shutil.rmtree(tmp, ignore_errors=True)
+    ok = False
+  shutil.rmtree(trash, ignore_errors=True)
+  return ok
+
+
+def dir_manifest(d: Path) -> dict[str, dict]:
+  """{relative path: {size, sha256}} of every file under `d`."""
+  out = {}
+  for p in sorted(d.rglob("*")):
+    if p.is_file():
+      rel = p.relative_to(d).as_posix()
+      out[rel] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+  return out
+
+
+def check_manifest(d: Path, manifest: dict[str, dict]) -> str | None:
+  """None if every listed file exists with its size and digest (and no
+  listed file is missing); otherwise a sentence saying what differs."""
+  for rel, want in manifest.items():
+    p = d / rel
+    if not p.is_file():
+      return f"{rel} is missing"
+    size = p.stat().st_size
+    if size != want["size"]:
+      return f"{rel} has {size} bytes, expected {want['size']}"
+    got = sha256_file(p)
+    if got != want["sha256"]:
+      return f"{rel} has sha256 {got[:12]}..., expected {want['sha256'][:12]}..."
+  return None
