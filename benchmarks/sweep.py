@@ -69,8 +69,10 @@ import os
 import platform
 import resource
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,8 +95,10 @@ flags.DEFINE_list("subset", ["0:all_demo", "2:output_only", "5:input_only",
 flags.DEFINE_integer("repeats", 2, "timed passes per method (median reported)")
 flags.DEFINE_enum("attn", "sdpa", ["sdpa", "eager"],
                   "transformers attention for torch_hook / nnsight")
-flags.DEFINE_string("work_dir", "/tmp/icl_jax_sweep_bench",
-                    "cells, tokenizer and per-method results")
+flags.DEFINE_string("work_dir", None,
+                    "cells, tokenizer, reference weights and per-method "
+                    "results (default: a private folder made with "
+                    "tempfile.mkdtemp, mode 0700, removed at the end)")
 flags.DEFINE_string("out", str(Path(__file__).parent / "results" /
                                "sweep.json"), "output JSON (--method=all)")
 flags.DEFINE_list("methods", list(METHODS), "methods run by --method=all")
@@ -140,10 +144,24 @@ def _loadavg():
   return list(os.getloadavg())
 
 
+def _work_dir() -> Path:
+  """--work_dir, or a fresh private folder (mkdtemp: unpredictable name,
+  mode 0700) made on first use: nothing another user can plant files in."""
+  if not F.work_dir:
+    F.work_dir = tempfile.mkdtemp(prefix="icl_jax_sweep_bench-")
+    _CREATED.append(F.work_dir)
+  return Path(F.work_dir)
+
+
+_CREATED: list[str] = []
+
+
 def _paths():
-  w = Path(F.work_dir)
+  w = _work_dir()
   return {"cells": w / "cells.npz", "meta": w / "cells.json",
-          "tokenizer": w / "tokenizer", "ref": w / "ref_model.pt",
+          "tokenizer": w / "tokenizer",
+          # weights only (safetensors) + the config: nothing is unpickled
+          "ref": w / "ref_model.safetensors", "ref_config": w / "ref_config",
           "result": lambda m: w / f"result_{m}.json"}
 
 
@@ -169,22 +187,33 @@ def _load_cells():
 def _torch_model():
   """The transformers reference (fp32, dequantized from the same GGUF).
 
-  `load_reference` converts the GGUF (slow); the converted module is pickled
-  once into work_dir (transformers refuses `save_pretrained` for a model that
-  came from a GGUF file) and reloaded from there.
+  `load_reference` converts the GGUF (slow); the converted weights are saved
+  once into work_dir as safetensors, with the model's config.json
+  (transformers refuses `save_pretrained` for a model that came from a GGUF
+  file), and rebuilt from those: only tensors are read back, never a pickle.
   """
+  import safetensors.torch
   import torch
+  from transformers import AutoConfig, AutoModelForCausalLM
 
-  p = _paths()["ref"]
-  if not p.exists():
+  p = _paths()
+  if not p["ref"].exists():
     from icl_jax.convert.parity import load_reference
 
     ref = load_reference(F.model)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ref, str(p) + ".tmp")
-    os.replace(str(p) + ".tmp", p)
+    p["ref_config"].mkdir(parents=True, exist_ok=True)
+    ref.config.to_json_file(str(p["ref_config"] / "config.json"))
+    tmp = p["ref"].with_name(p["ref"].name + f".{os.getpid()}.tmp")
+    safetensors.torch.save_model(ref, str(tmp))
+    os.replace(tmp, p["ref"])
   else:
-    ref = torch.load(str(p), weights_only=False)
+    config = AutoConfig.from_pretrained(str(p["ref_config"]),
+                                        trust_remote_code=False)
+    ref = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # strict: every tensor of the model comes from the file (tied weights
+    # are handled by safetensors' save_model / load_model pair)
+    safetensors.torch.load_model(ref, str(p["ref"]), strict=True)
+  ref.config._attn_implementation = "eager"
   ref.set_attn_implementation(F.attn)
   return ref.eval()
 
@@ -192,7 +221,8 @@ def _torch_model():
 def _tokenizer():
   from transformers import AutoTokenizer
 
-  return AutoTokenizer.from_pretrained(str(_paths()["tokenizer"]))
+  return AutoTokenizer.from_pretrained(str(_paths()["tokenizer"]),
+                                       trust_remote_code=False)
 
 
 def _versions():
@@ -636,7 +666,15 @@ def run_child(method):
 
 def main_all():
   p = _paths()
-  Path(F.work_dir).mkdir(parents=True, exist_ok=True)
+  _work_dir().mkdir(parents=True, exist_ok=True)
+  try:
+    _main_all(p)
+  finally:
+    for d in _CREATED:  # the private folder made for this run
+      shutil.rmtree(d, ignore_errors=True)
+
+
+def _main_all(p):
   results = {}
   load_before = _loadavg()
   # The engine first (it writes the cells); the reference model is converted

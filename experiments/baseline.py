@@ -15,7 +15,6 @@ skips tasks already there), ``summary.json`` and ``baseline.png``.
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -27,6 +26,9 @@ from absl import flags
 from absl import logging
 
 from icl_jax.analysis import stats
+from icl_jax.analysis.results import RunDir
+from icl_jax.analysis.results import hold_run_dir
+from icl_jax.analysis.results import read_rows
 from icl_jax.tasks import BASELINE_TASKS
 from icl_jax.tasks import extract_d1
 from icl_jax.tasks import get_task
@@ -44,16 +46,16 @@ def define_flags() -> None:
   this module from tests or other scripts never clashes on flag names)."""
   flags.DEFINE_string("model", "gemma3-270m",
                       "Model name or path (icl_jax.load).")
-  flags.DEFINE_integer("n", 50, "Test inputs per task.")
+  flags.DEFINE_integer("n", 50, "Test inputs per task.", lower_bound=1)
   flags.DEFINE_list("tasks", list(BASELINE_TASKS), "Tasks to evaluate.")
   flags.DEFINE_string("out_dir", "runs", "Run directory.")
   flags.DEFINE_integer("max_new_tokens", 30,
-                       "Generation budget (original: 30).")
+                       "Generation budget (original: 30).", lower_bound=1)
   flags.DEFINE_enum("mode", "faithful", ["faithful", "aligned"],
                     "Protocol mode recorded with the results. The baseline "
                     "has no positions; aligned mode additionally allows "
                     "sampled demos (--demo_mode).")
-  flags.DEFINE_integer("k", 5, "Demos per prompt.")
+  flags.DEFINE_integer("k", 5, "Demos per prompt.", lower_bound=0)
   flags.DEFINE_enum("demo_mode", "fixed",
                     ["fixed", "sampled", "sampled_shared"],
                     "fixed = the study's fixed demo lists (required in "
@@ -63,6 +65,11 @@ def define_flags() -> None:
   flags.DEFINE_string("dtype", None, "Model dtype (float32 / bfloat16).")
 
 
+# A row is one task of one configuration: KEY_FIELDS + these (several n, k
+# and demo modes may share the directory).
+KEY_EXTRA = ("n", "k", "demo_mode")
+
+
 def _key(rec: dict) -> tuple:
   return (rec["experiment"], rec["model"], rec["mode"], rec["source_task"],
           rec["target_task"], rec["condition"], rec["n"], rec.get("k", 5),
@@ -70,10 +77,8 @@ def _key(rec: dict) -> tuple:
 
 
 def read_results(path: Path) -> list[dict]:
-  if not path.exists():
-    return []
-  with path.open() as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """Rows of a results.jsonl (corrupt lines reported, not read)."""
+  return read_rows(path)
 
 
 def evaluate_task(lm, model_name: str, task_name: str, n: int, k: int,
@@ -169,8 +174,16 @@ def _device() -> str:
     return "unknown"
 
 
-def validate(tasks: Sequence[str], mode: str, demo_mode: str) -> None:
-  """Raises on unknown task names or a sampled-demo faithful run."""
+def validate(tasks: Sequence[str], mode: str, demo_mode: str, n: int = 1,
+             max_new_tokens: int = 1, k: int = 5) -> None:
+  """Raises on unknown task names, counts < 1 or a sampled-demo faithful
+  run (before anything is loaded or written)."""
+  for what, v, lo in (("--n", n, 1), ("--max_new_tokens", max_new_tokens, 1),
+                      ("--k", k, 0)):
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+      raise ValueError(f"{what} must be an integer >= {lo}, got {v!r}")
+  if not tasks:
+    raise ValueError("--tasks is empty")
   if mode == "faithful" and demo_mode != "fixed":
     raise ValueError("faithful mode uses the study's fixed demos; "
                      "use --mode=aligned for sampled demos")
@@ -196,30 +209,53 @@ def pending_tasks(model_name: str, tasks: Sequence[str], n: int,
 def run(lm, model_name: str, tasks: Sequence[str], n: int, out_dir: str,
         max_new_tokens: int = 30, mode: str = "faithful", k: int = 5,
         demo_mode: str = "fixed", demo_seed: int = 0,
-        load_seconds: float | None = None) -> list[dict]:
-  """Evaluates ``tasks``, skipping finished ones; returns this config's rows."""
-  validate(tasks, mode, demo_mode)
-  d = Path(out_dir) / EXPERIMENT
-  d.mkdir(parents=True, exist_ok=True)
-  results_path = d / "results.jsonl"
-  todo = pending_tasks(model_name, tasks, n, out_dir, mode, k, demo_mode)
+        load_seconds: float | None = None, dtype: str | None = None
+        ) -> list[dict]:
+  """Evaluates ``tasks``, skipping finished ones; returns this config's rows.
+
+  Results go through `analysis.results.RunDir` (lock, configuration guard
+  with dtype and model hash, repair of cut lines). Rows are keyed by task
+  and (n, k, demo_mode); the configuration is the model, the generation
+  budget, the demo seed and the dtype.
+  """
+  validate(tasks, mode, demo_mode, n, max_new_tokens, k)
+  config = {"model": model_name, "max_new_tokens": max_new_tokens,
+            "demo_seed": demo_seed if demo_mode != "fixed" else None}
+  rd = RunDir(out_dir, EXPERIMENT, config, key_extra=KEY_EXTRA, lm=lm,
+              dtype=dtype)
+  try:
+    return _run(rd, lm, model_name, tasks, n, max_new_tokens, mode, k,
+                demo_mode, demo_seed, load_seconds)
+  finally:
+    rd.close()
+
+
+def _run(rd, lm, model_name, tasks, n, max_new_tokens, mode, k, demo_mode,
+         demo_seed, load_seconds):
+  d = rd.path
+  done = {_key(r) for r in rd.rows()}
   timings = {}
   for name in tasks:
-    if name not in todo:
-      logging.info("skip %s (already in %s)", name, results_path)
+    if _key({"experiment": EXPERIMENT, "model": model_name, "mode": mode,
+             "source_task": name, "target_task": name,
+             "condition": "baseline", "n": n, "k": k,
+             "demo_mode": demo_mode}) in done:
+      logging.info("skip %s (already in %s)", name, rd.results)
       timings[name] = "resumed"
       continue
+    if lm is None:
+      raise ValueError(f"task {name} is not in {rd.results} and no model "
+                       "was loaded")
     t0 = time.perf_counter()
     rec = evaluate_task(lm, model_name, name, n, k, max_new_tokens, mode,
                         demo_mode, demo_seed)
     timings[name] = round(time.perf_counter() - t0, 3)
-    with results_path.open("a") as f:
-      f.write(json.dumps(rec) + "\n")
+    rd.append([rec])
     logging.info("%-20s faithful %.2f strict %.2f (%.1fs)", name,
                  rec["accuracy_faithful"], rec["accuracy_strict"],
                  timings[name])
   latest = {}  # key -> last record written for it
-  for r in read_results(results_path):
+  for r in rd.rows():
     latest[_key(r)] = r
   rows = [r for r in latest.values()
           if r["model"] == model_name and r["mode"] == mode and r["n"] == n
@@ -241,7 +277,7 @@ def run(lm, model_name: str, tasks: Sequence[str], n: int, out_dir: str,
                                       "strict": r["accuracy_strict"]}
                    for r in rows},
   }
-  (d / "summary.json").write_text(json.dumps(summary, indent=1))
+  rd.write_summary(summary)
   if rows:
     plot(rows, d / "baseline.png",
          f"exp1 baseline {model_name} ({mode}, {k}-shot, n={n})")
@@ -252,10 +288,12 @@ def main(argv: Sequence[str]) -> None:
   del argv
   import icl_jax
 
-  validate(FLAGS.tasks, FLAGS.mode, FLAGS.demo_mode)
+  validate(FLAGS.tasks, FLAGS.mode, FLAGS.demo_mode, FLAGS.n,
+           FLAGS.max_new_tokens, FLAGS.k)
   load_s, lm = None, None
   if pending_tasks(FLAGS.model, FLAGS.tasks, FLAGS.n, FLAGS.out_dir,
                    FLAGS.mode, FLAGS.k, FLAGS.demo_mode):
+    hold_run_dir(FLAGS.out_dir, EXPERIMENT)  # a 2nd process: refused now
     t0 = time.perf_counter()
     lm = icl_jax.load(FLAGS.model, dtype=FLAGS.dtype)
     load_s = time.perf_counter() - t0
@@ -263,7 +301,7 @@ def main(argv: Sequence[str]) -> None:
     logging.info("every task is already in results.jsonl; not loading")
   rows = run(lm, FLAGS.model, FLAGS.tasks, FLAGS.n, FLAGS.out_dir,
              FLAGS.max_new_tokens, FLAGS.mode, FLAGS.k, FLAGS.demo_mode,
-             FLAGS.demo_seed, load_seconds=load_s)
+             FLAGS.demo_seed, load_seconds=load_s, dtype=FLAGS.dtype)
   for r in rows:
     print(f"{r['source_task']:20s} faithful {r['accuracy_faithful']:.2f}  "
           f"strict {r['accuracy_strict']:.2f}")

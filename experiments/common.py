@@ -48,7 +48,7 @@ def define_model_flags(n: int, n_help: str, *, mode: bool = True,
     flags.DEFINE_enum("mode", "both", ["faithful", "aligned", "both"],
                       "position mode(s) to run")
   flags.DEFINE_string("out_dir", "runs", "results root directory")
-  flags.DEFINE_integer("n", n, n_help)
+  flags.DEFINE_integer("n", n, n_help, lower_bound=1)
   flags.DEFINE_string("layers", layers, layers_help)
   flags.DEFINE_integer("seed", 0, seed_help)
   flags.DEFINE_string("dtype", None, "float32 (default) or bfloat16")
@@ -61,15 +61,16 @@ def define_common_flags(default_pairs=EXP8_PAIRS, default_n=10):
                       "comma list of source:target task pairs")
   flags.DEFINE_integer("max_new_tokens", 8,
                        "generated tokens per row (answers are <= 5 tokens; "
-                       "rows stop at the end of the first line)")
+                       "rows stop at the end of the first line)",
+                       lower_bound=1)
 
 
 def define_probe_flags(n: int, n_help: str):
   """The model flags of the forward-only probe studies + --k, --batch_size."""
   define_model_flags(n, n_help, layers_help=LIST_LAYERS_HELP,
                      seed_help="seed of the sampled demos (aligned mode)")
-  flags.DEFINE_integer("k", 5, "demos per prompt")
-  flags.DEFINE_integer("batch_size", 16, "prompts per forward")
+  flags.DEFINE_integer("k", 5, "demos per prompt", lower_bound=1)
+  flags.DEFINE_integer("batch_size", 16, "prompts per forward", lower_bound=1)
 
 
 def define_task_flags(n: int, n_help: str, *, layers: str = "all",
@@ -80,7 +81,8 @@ def define_task_flags(n: int, n_help: str, *, layers: str = "all",
                      layers_help=layers_help,
                      seed_help="seed of the sampled demos")
   flags.DEFINE_list("tasks", None, "tasks (default: the 8 core tasks)")
-  flags.DEFINE_integer("max_new_tokens", 8, "generated tokens per prompt")
+  flags.DEFINE_integer("max_new_tokens", 8, "generated tokens per prompt",
+                       lower_bound=1)
 
 
 def define_on_mismatch_flag(help_text: str = ON_MISMATCH_HELP):
@@ -191,9 +193,25 @@ def open_pair_study(experiment: str, modes_, pairs, n, options: dict,
                           max_new_tokens=F.max_new_tokens, **kwargs)
 
 
-def load_model():
-  import icl_jax
+def load_model(*experiments: str):
+  """--model (and --dtype); an explicit --layers list is checked against the
+  model's depth first, read from its config, so a bad layer fails before the
+  seconds-long load ('study' grids are clamped to the model: checked after).
 
+  experiments: run directories under --out_dir this process will write:
+  their locks are taken before the load (held until the process exits), so
+  a second process on one of them is refused at once, not after the load.
+  """
+  import icl_jax
+  from icl_jax.analysis.results import check_path_part, hold_run_dir
+  from icl_jax.interventions import study
+
+  for e in experiments:
+    check_path_part(e)
+  if "layers" in F:
+    study.check_layers_early(F.layers, F.model)
+  for e in experiments:
+    hold_run_dir(F.out_dir, e)
   return icl_jax.load(F.model, dtype=F.dtype)
 
 
@@ -201,7 +219,7 @@ def load_model_and_layers(experiment: str):
   """The --model and its --layers ('study' = runner's grid of experiment)."""
   from icl_jax.interventions import runner
 
-  lm = load_model()
+  lm = load_model(experiment)
   return lm, runner.parse_layers(F.layers, lm.n_layers, experiment)
 
 

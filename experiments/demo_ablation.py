@@ -67,7 +67,7 @@ def main(argv):
           f"Part C: {m} prompts ({F.n} x {len(tasks)} tasks) leave fewer than "
           f"one test/train prompt per task in an 80/20 split; raise --n or "
           "drop C from --parts")
-  lm = common.load_model()
+  lm = common.load_model(EXPERIMENT)
   layers_b = runner.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
   layers_c = runner.parse_layers(F.layers, lm.n_layers,
                                  "demo_ablation_probe")

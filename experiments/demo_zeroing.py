@@ -44,7 +44,7 @@ flags.DEFINE_boolean("knockout_generated", True,
                      "the knockout also applies to generated tokens")
 flags.DEFINE_integer("knockout_window", 1,
                      "blocks knocked out per cell: [L, L + window) (clipped "
-                     "to the model); 1 = block L only")
+                     "to the model); 1 = block L only", lower_bound=1)
 F = flags.FLAGS
 EXPERIMENT = "demo_zeroing"
 

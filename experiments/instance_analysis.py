@@ -32,7 +32,8 @@ EXP13_PAIRS = (("uppercase", "first_letter"), ("uppercase", "sentiment"),
                ("pattern_completion", "repeat_word"))
 common.define_common_flags(default_pairs=EXP13_PAIRS, default_n=20)
 common.define_on_mismatch_flag(common.ANSWER_MISMATCH_HELP)
-flags.DEFINE_integer("n_source", 1, "source prompts averaged (the study: 1)")
+flags.DEFINE_integer("n_source", 1, "source prompts averaged (the study: 1)",
+                     lower_bound=1)
 F = flags.FLAGS
 EXPERIMENT = "instance_analysis"
 

@@ -53,7 +53,7 @@ def main(argv):
 
   tasks, modes = common.parse_task_flags()
   group_tasks = runner.parse_tasks(F.group_tasks) if F.group_tasks else []
-  lm = common.load_model()
+  lm = common.load_model(EXPERIMENT)
   L, D = lm.n_layers, lm.config.d_model
   layers = runner.parse_layers(F.layers, L, EXPERIMENT)
   groups = ablation.skip_groups(L, F.skip_groups) if group_tasks else {}

@@ -49,7 +49,8 @@ common.define_probe_flags(50, "prompts per task (the study: 50)")
 flags.DEFINE_list("probes", ["centroid", "logistic"],
                   "centroid (the study's) and/or logistic (5-fold, C=1)")
 flags.DEFINE_integer("logistic_max_iter", 100,
-                     "L-BFGS iteration cap of the logistic probe")
+                     "L-BFGS iteration cap of the logistic probe",
+                     lower_bound=1)
 flags.DEFINE_float("logistic_tol", 1e-3, "gradient-norm tolerance of it")
 flags.DEFINE_bool("save_features", True,
                   "write features_<mode>.npz (and reuse it when re-run)")
@@ -247,7 +248,7 @@ def run(lm, *, model, mode_list, n, k, layers, seed, probes, out_dir,
                 seed=seed, probes=list(probes), tasks=list(CORE_TASKS),
                 logistic_max_iter=logistic_max_iter,
                 logistic_tol=logistic_tol)
-  rd = RunDir(out_dir, EXPERIMENT, config, key_extra=("probe",))
+  rd = RunDir(out_dir, EXPERIMENT, config, key_extra=("probe",), lm=lm)
   done = rd.done()
   timings = {}
   summary = {"why_faithful_demo_positions_are_trivial": TRIVIAL_TEXT}
@@ -273,11 +274,11 @@ def run(lm, *, model, mode_list, n, k, layers, seed, probes, out_dir,
         print(f"[{mode}] reusing {feat_path}", flush=True)
       timings[f"{mode}_features_s"] = time.time() - t0
       if save_features and not feat_path.exists():
-        np.savez(feat_path,
+        rd.save_npz(feat_path.name,
                  labels=np.asarray(labels), layers=np.asarray(layers),
-                 positions=np.asarray(list(positions)),
-                 queries=np.asarray(queries),
-                 **{f"feat__{p}": feats[p] for p in positions})
+                    positions=np.asarray(list(positions)),
+                    queries=np.asarray(queries),
+                    **{f"feat__{p}": feats[p] for p in positions})
       rows, t = probe_rows(feats, labels, layers, lm.n_layers, model=model,
                            mode=mode, probes=probes, n_prompts=len(labels),
                            logistic_max_iter=logistic_max_iter,
@@ -328,7 +329,7 @@ def main(argv):
   bad = [p for p in F.probes if p not in PROBES]
   if bad:
     raise ValueError(f"--probes: unknown {bad}; known: {PROBES}")
-  lm = common.load_model()
+  lm = common.load_model(EXPERIMENT)
   layers = common.parse_layers(F.layers, lm.n_layers)
   mode_list = common.modes(F.mode)
   _, summary = run(lm, model=F.model, mode_list=mode_list, n=F.n, k=F.k,

@@ -128,11 +128,14 @@ def main(argv):
   t0 = time.time()
   pairs = common.parse_pairs(F.pairs)
   mode_list = common.modes(F.mode)
-  import icl_jax
-
   from icl_jax.analysis.plots import transfer_by_layer
+  from icl_jax.interventions import study
 
-  lm = icl_jax.load(F.model, dtype=F.dtype)
+  study.check_positive(F.n, "--n")
+  study.check_positive(F.max_new_tokens, "--max_new_tokens")
+  lm = common.load_model(
+      "main_prefill", *(["main_single_d2"] if F.d2 and "faithful" in mode_list
+                        else []))
   layers = common.parse_layers(F.layers, lm.n_layers)
   kw = dict(model=F.model, pairs=pairs, layers=layers, n=F.n,
             out_dir=F.out_dir, max_new_tokens=F.max_new_tokens,
@@ -149,7 +152,8 @@ def main(argv):
   out = Path(F.out_dir)
   (out / "main_summary.txt").write_text(text + "\n")
   (out / "main_summary.json").write_text(json.dumps(
-      {"model": F.model, "n_layers": lm.n_layers, "n": F.n,
+      {"model": F.model, "dtype": str(lm.dtype), "n_layers": lm.n_layers,
+       "n": F.n,
        "pairs": [list(p) for p in pairs], "summary": summary,
        "seconds": time.time() - t0}, indent=1))
   transfer_by_layer(rows, out / "main_transfer_by_layer.png",

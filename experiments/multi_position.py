@@ -42,7 +42,7 @@ def run(lm, *, model, pairs, layers, mode_list, n, conditions, out_dir,
                 modes=mode_list, n=n, conditions=list(conditions),
                 max_new_tokens=max_new_tokens, on_mismatch=on_mismatch,
                 seed=seed, timing=timing)
-  rd = RunDir(out_dir, experiment, config)
+  rd = RunDir(out_dir, experiment, config, lm=lm)
   done = rd.done()
   engine = Engine(lm, max_new_tokens=max_new_tokens, stop="line",
                   timing=timing)
@@ -75,9 +75,12 @@ def main(argv):
 
   absl_logging.set_verbosity(absl_logging.WARNING)
   pairs = common.parse_pairs(F.pairs)
-  import icl_jax
+  from icl_jax.interventions import study
 
-  lm = icl_jax.load(F.model, dtype=F.dtype)
+  study.check_positive(F.n, "--n")
+  study.check_positive(F.max_new_tokens, "--max_new_tokens")
+  common.check_conditions(F.conditions, common.modes(F.mode))
+  lm = common.load_model(EXPERIMENT)
   layers = common.parse_layers(F.layers, lm.n_layers)
   run(lm, model=F.model, pairs=pairs, layers=layers,
       mode_list=common.modes(F.mode), n=F.n, conditions=F.conditions,

@@ -56,7 +56,8 @@ flags.DEFINE_enum("aligned_noise", "act_std", list(NOISE),
 flags.DEFINE_list("aligned_scales", ["3"], "noise scales in aligned mode")
 flags.DEFINE_float("primary_scale", None, "scale reported as primary "
                    "(default: the largest, as the current original script)")
-flags.DEFINE_integer("act_prompts", 100, "prompts estimating sigma_act")
+flags.DEFINE_integer("act_prompts", 100, "prompts estimating sigma_act",
+                     lower_bound=1)
 flags.DEFINE_boolean("noise_per_prompt", True,
                      "independent noise per prompt (else one draw per cell)")
 F = flags.FLAGS

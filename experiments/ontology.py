@@ -45,7 +45,8 @@ common.define_model_flags(
     seed_help="unused (fixed demos); kept for the common flag set")
 flags.DEFINE_list("tasks", list(CORE_TASKS), "tasks (>= 3)")
 flags.DEFINE_string("position", None, "position override (see docstring)")
-flags.DEFINE_integer("permutations", 1000, "label permutations")
+flags.DEFINE_integer("permutations", 1000, "label permutations",
+                     lower_bound=1)
 F = flags.FLAGS
 EXPERIMENT = "ontology"
 DEFAULT_POSITION = {"faithful": "last_demo_token",
@@ -98,7 +99,7 @@ def main(argv):
 
   import icl_jax
   from icl_jax.analysis import figures, ontology, reference
-  from icl_jax.analysis.results import RunDir, row_key
+  from icl_jax.analysis.results import RunDir, hold_run_dir, row_key
   from icl_jax.interventions import study
   from icl_jax.tasks import get_task
 
@@ -120,11 +121,13 @@ def main(argv):
       from icl_jax.tasks import POSITION_SETS
       if pos not in POSITION_SETS:
         raise ValueError(f"--position {pos!r}: unknown aligned position set")
+  study.check_layers_early(F.layers, F.model, study_layers)
+  hold_run_dir(F.out_dir, EXPERIMENT)  # a second process is refused at once
   lm = icl_jax.load(F.model, dtype=F.dtype)
   layers = study.parse_layers(F.layers, lm.n_layers, study_layers)
   config = dict(model=F.model, tasks=tasks, n=n, position=F.position,
                 permutations=F.permutations, dtype=F.dtype)
-  rd = RunDir(F.out_dir, EXPERIMENT, config)
+  rd = RunDir(F.out_dir, EXPERIMENT, config, lm=lm)
   done = rd.done()
   regimes = {t: get_task(t).spec.regime for t in tasks}
   for mode in modes:

@@ -42,7 +42,8 @@ PAIRS = (("uppercase", "repeat_word"), ("uppercase", "length"),
          ("repeat_word", "length"))
 common.define_common_flags(default_pairs=PAIRS, default_n=20)
 flags.DEFINE_string("sizes", "1,2,3,4,5,7,10", "random subset sizes")
-flags.DEFINE_integer("subsets", 10, "random subsets per size")
+flags.DEFINE_integer("subsets", 10, "random subsets per size",
+                     lower_bound=1)
 flags.DEFINE_list("parts", ["A", "B"], "parts to run (A, B)")
 common.define_on_mismatch_flag()
 F = flags.FLAGS

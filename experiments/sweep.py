@@ -92,7 +92,7 @@ flags.DEFINE_string("experiment", "sweep", "results subdirectory name")
 common.define_on_mismatch_flag()
 flags.DEFINE_enum("prompt_format", "study", ["study", "arrow"],
                   "prompt format of task prompts and .jsonl files")
-flags.DEFINE_integer("k", 5, "demos per task prompt")
+flags.DEFINE_integer("k", 5, "demos per task prompt", lower_bound=1)
 flags.DEFINE_enum("source_queries", "own", ["own", "target", "source"],
                   "task prompts: whose test inputs the source/target use")
 F = flags.FLAGS
@@ -268,12 +268,15 @@ def positions_index(name: str) -> int:
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
+  from icl_jax.analysis.results import check_path_part
   from icl_jax.interventions import plans, study
   from icl_jax.tasks import ARROW_FORMAT, STUDY_FORMAT
 
   study.quiet_logs()
+  check_path_part(F.experiment, "--experiment")  # stays under --out_dir
   modes = study.parse_modes(F.mode)
   n = study.check_positive(F.n, "--n")
+  study.check_positive(F.max_new_tokens, "--max_new_tokens")
   fmt = ARROW_FORMAT if F.prompt_format == "arrow" else STUDY_FORMAT
   if F.timing == "every_step" and F.edit not in ("add", "noise"):
     raise ValueError("--timing=every_step needs --edit=add or noise")

@@ -60,18 +60,20 @@ common.define_task_flags(40, "prompts per task and shot count")
 flags.DEFINE_list("shots", ["1", "4", "10"], "demos per prompt")
 flags.DEFINE_integer("peak_shots", 4,
                      "shot count whose mean-TD peak layer is used for the "
-                     "correlation (Han et al.: 4)")
+                     "correlation (Han et al.: 4)", lower_bound=1)
 flags.DEFINE_list("family",
                   ["uppercase", "first_letter", "repeat_word", "length"],
                   "a confusable sub-family (shared inputs) whose TD is also "
                   "computed among its own tasks only (Han et al.'s setting); "
                   "empty to skip")
-flags.DEFINE_integer("knn", 10, "neighbours of the kNN vote (Han: 10)")
+flags.DEFINE_integer("knn", 10, "neighbours of the kNN vote (Han: 10)",
+                     lower_bound=1)
 flags.DEFINE_bool("logistic", True,
                   "also a held-out logistic probe per layer (5-fold, C=1)")
 flags.DEFINE_integer("logistic_max_iter", 100,
-                     "L-BFGS iteration cap of the logistic probe")
-flags.DEFINE_integer("batch_size", 16, "prompts per forward")
+                     "L-BFGS iteration cap of the logistic probe",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 16, "prompts per forward", lower_bound=1)
 F = flags.FLAGS
 
 EXPERIMENT = "task_decodability"
@@ -160,8 +162,8 @@ def run_shot(lm, *, model, k, task_names, n, layers, seed, knn, logistic,
                              residual_indices=[l + 1 for l in layers],
                              batch_size=batch_size,
                              progress=progress)[POSITION]
-    np.savez(feat_path, features=feats, labels=np.asarray(labels),
-             layers=np.asarray(layers))
+    rd.save_npz(feat_path.name, features=feats, labels=np.asarray(labels),
+                layers=np.asarray(layers))
   t_feat = time.time() - t0
   classes = list(task_names)
   label_ids = np.array([classes.index(x) for x in labels], np.int32)
@@ -419,7 +421,7 @@ def run(lm, *, model, task_names, shots, n, layers, seed, knn, peak_shots,
                 layers=layers, seed=seed, knn=knn, logistic=logistic,
                 max_new_tokens=max_new_tokens, position=POSITION,
                 logistic_max_iter=logistic_max_iter)
-  rd = RunDir(out_dir, EXPERIMENT, config, key_extra=("metric",))
+  rd = RunDir(out_dir, EXPERIMENT, config, key_extra=("metric",), lm=lm)
   timings = {}
   for k in shots:
     have = {(r["condition"], r["metric"]) for r in rd.rows()
@@ -432,8 +434,7 @@ def run(lm, *, model, task_names, shots, n, layers, seed, knn, peak_shots,
     # A partial shot (interrupted) is redone whole; drop its old rows.
     rows = [r for r in rd.rows() if r.get("condition") != f"{k}shot"]
     if len(rows) != len(rd.rows()):
-      rd.results.write_text("")
-      rd.append(rows)
+      rd.replace_rows(rows)
     timings[f"{k}shot"] = run_shot(
         lm, model=model, k=k, task_names=task_names, n=n, layers=layers,
         seed=seed, knn=knn, logistic=logistic, batch_size=batch_size,
@@ -475,7 +476,7 @@ def main(argv):
   shots = [int(s) for s in F.shots]
   if any(s < 1 for s in shots):
     raise ValueError("--shots must be >= 1")
-  lm = common.load_model()
+  lm = common.load_model(EXPERIMENT)
   layers = common.parse_layers(F.layers, lm.n_layers)
   _, a = run(lm, model=F.model, task_names=task_names, shots=shots, n=F.n,
              layers=layers, seed=F.seed, knn=F.knn, peak_shots=F.peak_shots,

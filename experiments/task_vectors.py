@@ -50,14 +50,18 @@ common.define_task_flags(
     30, "target prompts per task", layers="mid",
     layers_help="'mid' (depth fractions .2/.35/.5/.65), 'all' or a comma "
                 "list of block indices")
-flags.DEFINE_integer("n_source", 20, "source prompts per task (vectors)")
-flags.DEFINE_integer("source_shots", 5, "demos per source prompt")
-flags.DEFINE_integer("target_shots", 0, "demos per target prompt")
+flags.DEFINE_integer("n_source", 20, "source prompts per task (vectors)",
+                     lower_bound=1)
+flags.DEFINE_integer("source_shots", 5, "demos per source prompt",
+                     lower_bound=1)
+flags.DEFINE_integer("target_shots", 0, "demos per target prompt",
+                     lower_bound=0)
 flags.DEFINE_enum("edit", "replace", ["replace", "add"], "injection mode")
 flags.DEFINE_float("alpha", 1.0, "scale of --edit=add")
 flags.DEFINE_list("nulls", ["null_mean", "null_shuffled"],
                   "null conditions (null_mean, null_shuffled)")
-flags.DEFINE_integer("batch_size", 16, "source prompts per forward")
+flags.DEFINE_integer("batch_size", 16, "source prompts per forward",
+                     lower_bound=1)
 F = flags.FLAGS
 
 EXPERIMENT = "task_vectors"
@@ -178,7 +182,7 @@ def run(lm, *, model, task_names, n, n_source, source_shots, target_shots,
                 source_shots=source_shots, target_shots=target_shots,
                 layers=layers, edit=edit, alpha=alpha, nulls=list(nulls),
                 seed=seed, max_new_tokens=max_new_tokens)
-  rd = RunDir(out_dir, EXPERIMENT, config)
+  rd = RunDir(out_dir, EXPERIMENT, config, lm=lm)
   conditions = ["task"] + list(nulls)
   t0 = time.time()
   done_tasks = {r["target_task"] for r in rd.rows() if r["model"] == model}
@@ -202,9 +206,9 @@ def run(lm, *, model, task_names, n, n_source, source_shots, target_shots,
               f"prompts, true and random labels)", flush=True)
       vecs = task_vectors(lm, sources, layers, batch_size, progress)
       nullv = task_vectors(lm, shuffled, layers, batch_size, progress)
-      np.savez(vec_path, layers=np.asarray(layers),
-               **{f"task__{t}": v for t, v in vecs.items()},
-               **{f"shuffled__{t}": v for t, v in nullv.items()})
+      rd.save_npz(vec_path.name, layers=np.asarray(layers),
+                  **{f"task__{t}": v for t, v in vecs.items()},
+                  **{f"shuffled__{t}": v for t, v in nullv.items()})
     mean_vec = np.mean([vecs[t] for t in task_names], axis=0)
     engine = Engine(lm, max_new_tokens=max_new_tokens, stop="line")
     for t in todo:
@@ -294,7 +298,7 @@ def main(argv):
   bad = [c for c in F.nulls if c not in NULLS]
   if bad:
     raise ValueError(f"--nulls: unknown {bad}; known: {NULLS}")
-  lm = common.load_model()
+  lm = common.load_model(EXPERIMENT)
   layers = parse_layers(F.layers, lm.n_layers)
   _, s = run(lm, model=F.model, task_names=task_names, n=F.n,
              n_source=F.n_source, source_shots=F.source_shots,

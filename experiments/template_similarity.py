@@ -24,7 +24,6 @@ similarity_vs_transfer.png. Re-running recomputes everything (cheap).
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from icl_jax.analysis.results import read_rows  # noqa: E402
 from icl_jax.tasks import CORE_TASKS  # noqa: E402
 
 flags.DEFINE_string("out_dir", "runs", "results root (reads pair_matrix/ and "
@@ -55,14 +55,7 @@ REFERENCE_MODEL = "llama-3.2-3b (original)"
 def load_rows(paths):
   rows = []
   for p in paths:
-    p = Path(p)
-    if p.exists():
-      for line in p.read_text().splitlines():
-        if line.strip():
-          try:
-            rows.append(json.loads(line))
-          except json.JSONDecodeError:
-            pass
+    rows += read_rows(p)  # corrupt lines are reported and left out
   return rows
 
 
@@ -153,7 +146,7 @@ def main(argv):
               {"pairs": [list(p) for p in pairs], "condition": F.condition})
   rows, surf = correlations(pairs, features, transfer_rows, ontology_rows,
                             modes, F.model, F.condition)
-  rd.results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  rd.replace_rows(rows)
   with open(rd.path / "task_features.csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["task", *S.FEATURES])

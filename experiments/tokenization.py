@@ -34,7 +34,6 @@ Re-running recomputes everything (cheap).
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from absl import app, flags
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common  # noqa: E402
+from icl_jax.analysis.results import read_rows  # noqa: E402
 from icl_jax.tasks import CORE_TASKS  # noqa: E402
 
 flags.DEFINE_string("model", "gemma3-270m", "model whose tokenizer to use")
@@ -165,7 +165,7 @@ def our_rates(out_dir: Path, model: str, modes):
     p = out_dir / exp / "results.jsonl"
     if not p.exists():
       continue
-    rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+    rows = read_rows(p)
     rows = [r for r in rows if r.get("condition") == "all_demo"
             and r.get("model") == model and r.get("mode") in modes
             and r.get("timing", "prefill") == "prefill"]
@@ -254,7 +254,7 @@ def main(argv):
   for s, t in itertools.permutations(F.layout_tasks, 2):
     layout += pair_layout_rows(tok, s, t, F.model)
   rows += layout
-  rd.results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  rd.replace_rows(rows)
   # Plot: query tokens overwritten by faithful all_demo (source x target).
   import numpy as np
 

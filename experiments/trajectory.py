@@ -158,7 +158,7 @@ def run(lm, *, model, mode_list, n, k, layers, seed, out_dir, batch_size=16,
 
   config = dict(model=model, modes=mode_list, n=n, k=k, layers=layers,
                 seed=seed)
-  rd = RunDir(out_dir, EXPERIMENT, config, key_extra=("probe",))
+  rd = RunDir(out_dir, EXPERIMENT, config, key_extra=("probe",), lm=lm)
   done_modes = {r["mode"] for r in rd.rows() if r["model"] == model}
   timings = {}
   for mode in mode_list:
@@ -238,7 +238,7 @@ def main(argv):
   from icl_jax.interventions.study import quiet_logs
 
   quiet_logs()
-  lm = common.load_model()
+  lm = common.load_model(EXPERIMENT)
   layers = common.parse_layers(F.layers, lm.n_layers)
   mode_list = common.modes(F.mode)
   _, summary = run(lm, model=F.model, mode_list=mode_list, n=F.n, k=F.k,

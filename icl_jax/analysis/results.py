@@ -4,21 +4,85 @@ Layout (DESIGN.md): `<out_dir>/<experiment>/results.jsonl` (one JSON object
 per evaluated cell), `config.json` (the configuration the rows belong to;
 a re-run with a different configuration is refused before any compute),
 `summary.json` (versions, seeds, timings, device) and plots.
+
+`RunDir` is the one results writer of every script. What it guarantees:
+
+* **One process per run directory.** Opening takes an exclusive
+  `fcntl.flock` on `<run dir>/.lock` for the life of the process (or until
+  `close()`); a second process is refused at once (`RunDirLockedError`,
+  naming the directory and the holder's pid). The lock is held before
+  `config.json` is read, so checking and writing it is one step.
+* **Nothing is written for a bad configuration.** The experiment name must
+  be one plain path component (no `..`, no `/`, not absolute:
+  `UnsafePathError`), and counts in the configuration (`n`,
+  `max_new_tokens`, ...) must be >= 1, before the directory is created.
+* **The full configuration.** `config.json` holds the caller's configuration
+  plus `dtype` (the model's parameter dtype), `model_sha256` (the model
+  file's content hash, when the loader provides `lm.load_info
+  ["source_sha256"]`) and, unguarded, `_provenance` (icl_jax version, git
+  commit, when created / last opened). A different dtype or model file is
+  refused like any other difference (`ConfigMismatchError`); a different code
+  version is recorded, not refused. A configuration that has produced no
+  rows (and no other files) binds nothing: a corrected command replaces it.
+* **Rows are never lost or merged.** Every append starts on a fresh line and
+  is flushed and fsynced row by row. On opening, a corrupt line (cut by a
+  killed write, or damaged) is reported (a warning naming the file and line)
+  and removed: the file is rewritten atomically without it, the original
+  kept as `results.jsonl.corrupt`, and its cell -- no longer in `done()` --
+  is recomputed by the resumed run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import platform
+import re
+import subprocess
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable
 
+try:
+  import fcntl
+except ImportError:  # non-POSIX: no locking
+  fcntl = None
+
+log = logging.getLogger(__name__)
+
 KEY_FIELDS = ("model", "mode", "source_task", "target_task", "layer",
               "condition")
+PROVENANCE_KEY = "_provenance"
+# Compared only when both the directory's and the new configuration have it
+# (older directories, or loaders that cannot hash the model file).
+SOFT_KEYS = ("model_sha256",)
+# Configuration counts that must be >= 1 (checked before anything is written).
+POSITIVE_KEYS = ("n", "max_new_tokens", "n_source", "batch_size")
+LOCK_NAME = ".lock"
+# Files in a run directory that do not make it "hold results" (a directory
+# holding only these may take a new configuration).
+_NOT_RESULTS = re.compile(r"^(config\.json|summary\.json|\.lock|.*\.png|"
+                          r".*\.corrupt(\.\d+)?|\..*\.tmp)$")
+_NAME_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=,@-]*$")
 
 
 class ConfigMismatchError(ValueError):
+  pass
+
+
+class RunDirLockedError(RuntimeError):
+  """Another process has this run directory open."""
+
+
+class UnsafePathError(ValueError):
+  """A name from a flag would leave the output directory."""
+
+
+class CorruptRowWarning(UserWarning):
   pass
 
 
@@ -26,54 +90,464 @@ def row_key(row: dict, extra: Iterable[str] = ()) -> tuple:
   return tuple(row.get(f) for f in (*KEY_FIELDS, *extra))
 
 
+# ---------------------------------------------------------------------------
+# Names and paths
+# ---------------------------------------------------------------------------
+
+def check_path_part(name, what: str = "--experiment") -> str:
+  """A name used as one directory component under --out_dir.
+
+  Refuses absolute paths, separators, '.', '..', empty names and odd
+  characters, so `<out_dir>/<name>` always stays inside out_dir.
+  """
+  if not isinstance(name, str) or not name.strip():
+    raise UnsafePathError(f"{what} {name!r}: must be a non-empty name")
+  if (os.path.isabs(name) or "/" in name or "\\" in name
+      or name in (".", "..") or "\x00" in name):
+    raise UnsafePathError(
+        f"{what} {name!r}: must be a plain name (no '/', '..' or absolute "
+        "path); results always go under --out_dir")
+  if not _NAME_OK.match(name):
+    raise UnsafePathError(
+        f"{what} {name!r}: use letters, digits and _ . - + = , @ only")
+  return name
+
+
+def safe_join(root, *parts: str, what: str = "--experiment") -> Path:
+  """root/part/... after `check_path_part` on every part."""
+  root = Path(root)
+  for p in parts:
+    check_path_part(p, what)
+  out = root.joinpath(*parts)
+  base = os.path.normpath(os.path.abspath(root))
+  if os.path.commonpath([base, os.path.normpath(os.path.abspath(out))]) \
+      != base:  # belt and braces; check_path_part already excludes this
+    raise UnsafePathError(f"{what}: {out} is outside {root}")
+  return out
+
+
+def check_config_counts(config: dict) -> None:
+  """Counts (n, max_new_tokens, ...) of a configuration must be >= 1."""
+  for k in POSITIVE_KEYS:
+    v = config.get(k)
+    if v is None or isinstance(v, bool):
+      continue
+    if isinstance(v, (int, float)) and v < 1:
+      flag = f"--{k}"
+      raise ValueError(f"{flag} must be >= 1, got {v} (nothing was written)")
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+def _parse_lines(data: bytes):
+  """-> (good [(lineno, raw bytes, row)], bad [(lineno, raw bytes)])."""
+  good, bad = [], []
+  for i, raw in enumerate(data.split(b"\n"), 1):
+    if not raw.strip():
+      continue
+    try:
+      row = json.loads(raw.decode("utf-8"))
+      if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
+    except (UnicodeDecodeError, ValueError):
+      bad.append((i, raw))
+      continue
+    good.append((i, raw, row))
+  return good, bad
+
+
+def _report_bad(path: Path, bad, action: str) -> None:
+  where = ", ".join(str(i) for i, _ in bad[:10])
+  more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+  msg = (f"{path}: {len(bad)} corrupt line(s) (line {where}{more}; a write "
+         f"cut by a crash, or damage): {action}")
+  warnings.warn(msg, CorruptRowWarning, stacklevel=3)
+  log.warning(msg)
+
+
+def read_rows(path, report: bool = True) -> list[dict]:
+  """The rows of a results.jsonl; corrupt lines are reported (a warning
+  naming the file and line numbers) and left out. Missing file -> []."""
+  path = Path(path)
+  if not path.exists():
+    return []
+  good, bad = _parse_lines(path.read_bytes())
+  if bad and report:
+    _report_bad(path, bad, "left out of what is read")
+  return [r for _, _, r in good]
+
+
+# ---------------------------------------------------------------------------
+# Writing helpers
+# ---------------------------------------------------------------------------
+
+def atomic_write(path, data: bytes | str) -> None:
+  """Writes a file via a unique temporary file in the same folder, fsync and
+  rename: readers see the old or the new file, never a part."""
+  path = Path(path)
+  if isinstance(data, str):
+    data = data.encode()
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                             dir=path.parent)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
+  _fsync_dir(path.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+  with contextlib.suppress(OSError):
+    fd = os.open(d, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+
+
+def _free_name(path: Path) -> Path:
+  if not path.exists():
+    return path
+  i = 1
+  while path.with_name(f"{path.name}.{i}").exists():
+    i += 1
+  return path.with_name(f"{path.name}.{i}")
+
+
+# ---------------------------------------------------------------------------
+# Identity: dtype, model file, code version
+# ---------------------------------------------------------------------------
+
+_GIT = None
+
+
+def code_version() -> dict:
+  """icl_jax.__version__ and, when this is a git checkout, the commit and
+  whether the tree has uncommitted changes (recorded, never compared)."""
+  global _GIT
+  import icl_jax
+
+  if _GIT is None:
+    root = Path(icl_jax.__file__).resolve().parents[1]
+    _GIT = {"git_commit": None, "git_dirty": None}
+    try:
+      head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                            capture_output=True, text=True, timeout=10)
+      if head.returncode == 0:
+        _GIT["git_commit"] = head.stdout.strip()
+        st = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                             "--untracked-files=no"], capture_output=True,
+                            text=True, timeout=10)
+        if st.returncode == 0:
+          _GIT["git_dirty"] = bool(st.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+      pass
+  return {"icl_jax": icl_jax.__version__, **_GIT}
+
+
+def dtype_name(dtype) -> str | None:
+  if dtype is None:
+    return None
+  name = getattr(dtype, "name", None)
+  if name is None:
+    try:
+      import numpy as np
+
+      name = np.dtype(dtype).name
+    except TypeError:
+      name = str(dtype)
+  return str(name)
+
+
+def model_identity(lm=None, dtype=None) -> dict:
+  """{"dtype": ..., "model_sha256": ... (when known)} of a loaded model.
+
+  dtype: the parameters' dtype (`lm.dtype`); without a model, `dtype` (a
+  flag value; None = the loader's default, float32).
+  """
+  out = {}
+  d = None
+  if lm is not None:
+    with contextlib.suppress(Exception):
+      d = dtype_name(lm.dtype)
+  if d is None and dtype is not None:
+    d = dtype_name(dtype)
+  out["dtype"] = d
+  info = getattr(lm, "load_info", None) or {}
+  sha = info.get("source_sha256") if isinstance(info, dict) else None
+  if sha:
+    out["model_sha256"] = str(sha)
+  return out
+
+
+def _norm(cfg: dict) -> dict:
+  """The guarded part of a configuration, for comparison."""
+  out = {k: v for k, v in cfg.items()
+         if k != PROVENANCE_KEY and k not in SOFT_KEYS}
+  # Older directories recorded the --dtype flag (None = the float32 default)
+  # or no dtype at all.
+  out["dtype"] = out.get("dtype") or "float32"
+  return out
+
+
+def _short(v, n: int = 60) -> str:
+  s = json.dumps(v, default=str)
+  return s if len(s) <= n else s[:n - 3] + "..."
+
+
+# ---------------------------------------------------------------------------
+# The lock
+# ---------------------------------------------------------------------------
+
+_HELD: dict[str, list] = {}  # run dir -> [fd, users] held by this process
+
+
+def _acquire(path: Path) -> str:
+  key = os.path.realpath(path)
+  if key in _HELD:
+    _HELD[key][1] += 1
+    return key
+  if fcntl is None:
+    _HELD[key] = [None, 1]
+    return key
+  fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    try:
+      holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+      holder = ""
+    os.close(fd)
+    pid, _, rest = holder.partition(" ")
+    raise RunDirLockedError(
+        f"{path} is in use by another run (pid {pid or 'unknown'}"
+        f"{', ' + rest if rest else ''}): two processes on one run "
+        "directory would compute and write the same cells twice. Wait for "
+        "it to finish, or use another --out_dir.") from None
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, f"{os.getpid()} on {platform.node()} since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+  _HELD[key] = [fd, 1]
+  return key
+
+
+def _release(key: str) -> None:
+  entry = _HELD.get(key)
+  if entry is None:
+    return
+  entry[1] -= 1
+  if entry[1] > 0:
+    return
+  del _HELD[key]
+  fd = entry[0]
+  if fd is not None:
+    with contextlib.suppress(OSError):
+      os.ftruncate(fd, 0)
+    with contextlib.suppress(OSError):
+      fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def hold_run_dir(out_dir, experiment: str):
+  """Takes the run directory's lock now (before a long model load), so a
+  second process is refused at once; returns a function that releases this
+  hold (a `RunDir` opened meanwhile keeps its own). Creates the directory,
+  nothing in it but the lock file."""
+  path = safe_join(out_dir, experiment)
+  path.mkdir(parents=True, exist_ok=True)
+  key = _acquire(path)
+  done = []
+
+  def release():
+    if not done:
+      done.append(True)
+      _release(key)
+
+  return release
+
+
+# ---------------------------------------------------------------------------
+# RunDir
+# ---------------------------------------------------------------------------
+
 class RunDir:
-  """One experiment's output directory."""
+  """One experiment's output directory (see the module docstring).
+
+  Args:
+    out_dir: the results root (--out_dir).
+    experiment: the subdirectory: one plain name.
+    config: everything that changes what a cell computes.
+    key_extra: row fields that, with KEY_FIELDS, identify a cell.
+    lm: the loaded model (its dtype and file hash join the configuration).
+    dtype: without `lm`: the dtype the rows are computed in (flag value).
+  """
 
   def __init__(self, out_dir: str | Path, experiment: str, config: dict,
-               key_extra: Iterable[str] = ()):
-    self.path = Path(out_dir) / experiment
+               key_extra: Iterable[str] = (), *, lm=None, dtype=None):
+    self.path = safe_join(out_dir, experiment)
     self.experiment = experiment
-    self.config = json.loads(json.dumps(config, default=str))
+    config = json.loads(json.dumps(config, default=str))
+    check_config_counts(config)
+    ident = model_identity(lm, dtype if dtype is not None
+                           else config.get("dtype"))
+    config.update(ident)
+    self.config = config
     self.key_extra = tuple(key_extra)
     self.results = self.path / "results.jsonl"
+    self._lock_key = None
     self.path.mkdir(parents=True, exist_ok=True)
-    cfg_path = self.path / "config.json"
-    if cfg_path.exists():
-      old = json.loads(cfg_path.read_text())
-      if old != self.config:
-        diff = sorted(k for k in set(old) | set(self.config)
-                      if old.get(k) != self.config.get(k))
-        raise ConfigMismatchError(
-            f"{self.path} holds results of a different configuration "
-            f"(differs in {diff}); use another --out_dir or delete it")
-    else:
-      cfg_path.write_text(json.dumps(self.config, indent=1))
+    self._lock_key = _acquire(self.path)
+    try:
+      self._check_and_write_config()
+      self.repaired = self._repair()
+    except BaseException:
+      self.close()
+      raise
     self.t0 = time.time()
 
-  def rows(self) -> list[dict]:
+  # -- lifecycle -------------------------------------------------------------
+  def close(self) -> None:
+    """Releases the lock (also released when the process exits)."""
+    if self._lock_key is not None:
+      _release(self._lock_key)
+      self._lock_key = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  # -- configuration -----------------------------------------------------------
+  def _holds_results(self) -> bool:
+    for p in self.path.iterdir():
+      if p.name == "results.jsonl":
+        if read_rows(p, report=False):
+          return True
+      elif not _NOT_RESULTS.match(p.name):
+        return True
+    return False
+
+  def _check_and_write_config(self) -> None:
+    cfg_path = self.path / "config.json"
+    prov = {**code_version(), "opened": time.strftime("%Y-%m-%d %H:%M:%S")}
+    old = None
+    if cfg_path.exists():
+      try:
+        old = json.loads(cfg_path.read_text())
+        if not isinstance(old, dict):
+          raise ValueError("not a JSON object")
+      except (ValueError, UnicodeDecodeError) as e:
+        if self._holds_results():
+          raise ConfigMismatchError(
+              f"{cfg_path} is unreadable ({e}) but the directory holds "
+              "results: restore it, or use another --out_dir") from None
+        old = None
+    if old is not None:
+      a, b = _norm(old), _norm(self.config)
+      diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+      diff += [k for k in SOFT_KEYS if old.get(k) and self.config.get(k)
+               and old[k] != self.config[k]]
+      if diff:
+        if self._holds_results():
+          what = "; ".join(
+              f"{k}: {_short(old.get(k))} in the directory, "
+              f"{_short(self.config.get(k))} now" for k in diff[:6])
+          raise ConfigMismatchError(
+              f"{self.path} holds results of a different configuration "
+              f"(differs in {diff}: {what}); use another --out_dir or "
+              "delete it")
+        log.warning("%s: replacing the configuration of a run that wrote "
+                    "no results (it differed in %s)", self.path, diff)
+        old = None
+    if old is not None:
+      created = old.get(PROVENANCE_KEY, {}).get("created")
+      merged = dict(old)
+      for k in SOFT_KEYS:  # learn a hash the directory did not have yet
+        if self.config.get(k) and not old.get(k):
+          merged[k] = self.config[k]
+      if not old.get("dtype"):
+        merged["dtype"] = _norm(old)["dtype"]
+      self.config = {k: v for k, v in merged.items() if k != PROVENANCE_KEY}
+    else:
+      created = prov["opened"]
+    prov["created"] = created
+    atomic_write(cfg_path, json.dumps(
+        {**self.config, PROVENANCE_KEY: prov}, indent=1))
+
+  # -- rows ------------------------------------------------------------------
+  def _repair(self) -> list[int]:
+    """Removes corrupt lines (reported); returns their line numbers."""
     if not self.results.exists():
       return []
-    out = []
-    for line in self.results.read_text().splitlines():
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue  # a line cut by an interrupted write; it is redone
-    return out
+    data = self.results.read_bytes()
+    good, bad = _parse_lines(data)
+    if bad:
+      backup = _free_name(self.results.with_name(self.results.name +
+                                                 ".corrupt"))
+      _report_bad(self.results, bad,
+                  f"removed (their cells are recomputed); the file as it was "
+                  f"is kept as {backup.name}")
+      atomic_write(backup, data)
+      atomic_write(self.results, b"".join(raw + b"\n" for _, raw, _ in good))
+      return [i for i, _ in bad]
+    if data and not data.endswith(b"\n"):  # last row complete, newline cut
+      with self.results.open("ab") as f:
+        f.write(b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return []
+
+  def rows(self) -> list[dict]:
+    return read_rows(self.results)
 
   def done(self) -> set:
     return {row_key(r, self.key_extra) for r in self.rows()}
 
   def append(self, rows: Iterable[dict]) -> None:
-    """Appends rows and flushes: finished cells are never lost."""
-    with self.results.open("a") as f:
-      for r in rows:
-        f.write(json.dumps(r, default=_json_default) + "\n")
-      f.flush()
+    """Appends rows, each on a fresh line, flushed and fsynced one by one:
+    a finished cell is never lost and a cut write never merges two rows."""
+    lines = [json.dumps(r, default=_json_default) + "\n" for r in rows]
+    if not lines:
+      return
+    with self.results.open("a+b") as f:
+      if f.seek(0, os.SEEK_END) > 0:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+          f.write(b"\n")
+      for line in lines:
+        f.write(line.encode())
+        f.flush()
+        os.fsync(f.fileno())
 
+  def replace_rows(self, rows: Iterable[dict]) -> None:
+    """Rewrites results.jsonl with `rows` at once (atomic)."""
+    atomic_write(self.results, "".join(
+        json.dumps(r, default=_json_default) + "\n" for r in rows))
+
+  def save_npz(self, name: str, **arrays) -> Path:
+    """An array file in the run directory, written atomically."""
+    import io
+
+    import numpy as np
+
+    check_path_part(name, "file name")
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path = self.path / name
+    atomic_write(path, buf.getvalue())
+    return path
+
+  # -- summary ---------------------------------------------------------------
   def write_summary(self, extra: dict | None = None) -> dict:
     import jax
 
@@ -86,6 +560,9 @@ class RunDir:
       tv = None
     s = {
         "experiment": self.experiment, "config": self.config,
+        "dtype": self.config.get("dtype"),
+        "model_sha256": self.config.get("model_sha256"),
+        "code": code_version(),
         "n_rows": len(self.rows()),
         "wall_seconds_this_invocation": time.time() - self.t0,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -96,8 +573,8 @@ class RunDir:
     }
     if extra:
       s.update(extra)
-    (self.path / "summary.json").write_text(
-        json.dumps(s, indent=1, default=_json_default))
+    atomic_write(self.path / "summary.json",
+                 json.dumps(s, indent=1, default=_json_default))
     return s
 
 

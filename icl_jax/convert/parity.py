@@ -17,6 +17,7 @@ compared with final_norm(our residuals[L]).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sys
 import time
 
@@ -95,13 +96,22 @@ def load_reference(name_or_path):
   return model.eval()
 
 
-def compare(lm, ref_model, prompts=PARITY_PROMPTS, new_tokens: int = 8,
-            token_ids=None) -> list[PromptParity]:
-  """Compares logits, residuals and greedy continuations prompt by prompt."""
-  import jax
-  import jax.numpy as jnp
-  import torch
+@dataclasses.dataclass
+class OurOutputs:
+  """Our side of a parity check, computed before the reference is loaded
+  (so the two models never need to be in memory together)."""
 
+  seqs: list[list[int]]
+  logits: list[np.ndarray]  # fp32 [T,V] per prompt
+  residuals: list[np.ndarray]  # fp32 [L+1,T,D]; index L after the final norm
+  greedy: list[list[int]]
+  n_layers: int
+  pad_id: int
+
+
+def our_outputs(lm, prompts=PARITY_PROMPTS, new_tokens: int = 8,
+                token_ids=None) -> OurOutputs:
+  """Logits, residuals and greedy tokens of `lm` on the parity prompts."""
   from icl_jax.models.decoder import RMSNorm
 
   cfg = lm.config
@@ -109,39 +119,57 @@ def compare(lm, ref_model, prompts=PARITY_PROMPTS, new_tokens: int = 8,
   seqs = (token_ids if token_ids is not None else
           [lm.tokenizer(p, add_special_tokens=True)["input_ids"]
            for p in prompts])
-  results = []
-  for i, ids in enumerate(seqs):
-    ids_np = np.asarray([ids], np.int64)
-    out = lm(ids_np, return_residuals=True)
-    ours = np.asarray(out.logits[0], np.float64)
-    res = np.asarray(out.residuals[:, 0], np.float64)  # [L+1,T,D]
-    normed_last = np.asarray(final_norm.apply(
+  out = OurOutputs([list(s) for s in seqs], [], [], [], cfg.n_layers,
+                   lm.pad_id)
+  for ids in seqs:
+    ids_np = np.asarray([ids], np.int32)
+    o = lm(ids_np, return_residuals=True)
+    res = np.asarray(o.residuals[:, 0], np.float32)  # [L+1,T,D]
+    res[-1] = np.asarray(final_norm.apply(
         {"params": {"scale": lm.params["final_norm"]["scale"]}},
-        out.residuals[-1]), np.float64)[0]
-    with torch.no_grad():
-      ref = ref_model(torch.tensor(ids_np), output_hidden_states=True)
-    theirs = ref.logits[0].double().numpy()
-    scale = np.abs(theirs).max()
-    max_abs = float(np.abs(ours - theirs).max())
-    hs = [h[0].double().numpy() for h in ref.hidden_states]
-    resid_rel = []
-    for j in range(cfg.n_layers + 1):
-      mine = res[j] if j < cfg.n_layers else normed_last
-      resid_rel.append(float(np.abs(mine - hs[j]).max()
-                             / max(np.abs(hs[j]).max(), 1e-30)))
-    # Greedy continuation: HF generate vs our KV-cached loop (EOS stop only,
-    # so both produce exactly `new_tokens` unless EOS comes first).
-    with torch.no_grad():
-      g = ref_model.generate(torch.tensor(ids_np), max_new_tokens=new_tokens,
-                             do_sample=False, pad_token_id=lm.pad_id)
-    theirs_gen = g[0, len(ids):].tolist()
-    toks, n = lm.generate_ids(ids_np.astype(np.int32),
-                              np.ones_like(ids_np, np.int32), new_tokens,
+        o.residuals[-1]), np.float32)[0]
+    out.logits.append(np.asarray(o.logits[0], np.float32))
+    out.residuals.append(res)
+    # Greedy continuation: EOS stop only, as HF generate below.
+    toks, n = lm.generate_ids(ids_np, np.ones_like(ids_np), new_tokens,
                               stop="eos")
-    ours_gen = toks[0, :n[0]].tolist()
+    out.greedy.append(toks[0, :n[0]].tolist())
+  return out
+
+
+def compare_outputs(ours: OurOutputs, ref_model,
+                    new_tokens: int = 8) -> list[PromptParity]:
+  """Compares our outputs with transformers' prompt by prompt."""
+  import torch
+
+  results = []
+  for i, ids in enumerate(ours.seqs):
+    ids_t = torch.tensor([ids], dtype=torch.int64)
+    with torch.no_grad():
+      ref = ref_model(ids_t, output_hidden_states=True)
+    theirs = ref.logits[0].double().numpy()
+    mine = ours.logits[i].astype(np.float64)
+    scale = np.abs(theirs).max()
+    max_abs = float(np.abs(mine - theirs).max())
+    resid_rel = []
+    for j, h in enumerate(ref.hidden_states[:ours.n_layers + 1]):
+      h = h[0].double().numpy()
+      resid_rel.append(float(
+          np.abs(ours.residuals[i][j].astype(np.float64) - h).max()
+          / max(np.abs(h).max(), 1e-30)))
+    with torch.no_grad():
+      g = ref_model.generate(ids_t, max_new_tokens=new_tokens,
+                             do_sample=False, pad_token_id=ours.pad_id)
     results.append(PromptParity(i, max_abs, max_abs / scale, resid_rel,
-                                ours_gen, theirs_gen))
+                                ours.greedy[i], g[0, len(ids):].tolist()))
   return results
+
+
+def compare(lm, ref_model, prompts=PARITY_PROMPTS, new_tokens: int = 8,
+            token_ids=None) -> list[PromptParity]:
+  """Compares logits, residuals and greedy continuations prompt by prompt."""
+  return compare_outputs(our_outputs(lm, prompts, new_tokens, token_ids),
+                         ref_model, new_tokens)
 
 
 def main(argv):
@@ -159,13 +187,16 @@ def main(argv):
 
   t0 = time.perf_counter()
   lm = icl_jax.load(F.model, dtype="float32")
+  family, n_layers = lm.config.family, lm.config.n_layers
+  ours = our_outputs(lm, PARITY_PROMPTS[:F.num_prompts], F.new_tokens)
+  del lm  # the reference is loaded only after ours is freed (peak memory)
+  gc.collect()
   ref = load_reference(F.model)
-  prompts = PARITY_PROMPTS[:F.num_prompts]
-  results = compare(lm, ref, prompts, F.new_tokens)
+  results = compare_outputs(ours, ref, F.new_tokens)
   worst_rel = max(r.max_rel for r in results)
   worst_abs = max(r.max_abs for r in results)
   n_match = sum(r.greedy_match for r in results)
-  print(f"model {F.model} ({lm.config.family}, {lm.config.n_layers} layers), "
+  print(f"model {F.model} ({family}, {n_layers} layers), "
         f"{len(results)} prompts, reference transformers eager fp32")
   print(f"{'prompt':>6} {'max|dlogit|':>12} {'rel':>10} {'max resid rel':>14}"
         "  greedy")

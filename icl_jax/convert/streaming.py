@@ -126,7 +126,7 @@ class ParamWriter:
       raise CheckpointKeyError(
           f"{self.source}: tensor {key} has shape {tuple(w.shape)}, expected "
           f"{want} for this config")
-    if not np.isfinite(w).all():
+    if not _all_finite(w):
       bad = int(w.size - np.isfinite(w).sum())
       raise CheckpointError(
           f"{self.source}: tensor {key} has {bad} NaN/inf value(s)")
@@ -172,6 +172,13 @@ class ParamWriter:
           "embed_tokens.weight")
     self._tied_head = None
     return self.params
+
+
+def _all_finite(w: np.ndarray, block: int = 1 << 22) -> bool:
+  """np.isfinite(w).all() without a full-size boolean temporary."""
+  flat = w.reshape(-1)
+  return all(np.isfinite(flat[i:i + block]).all()
+             for i in range(0, flat.size, block))
 
 
 def _map_tree(fn, tree):
@@ -224,6 +231,24 @@ def _gguf_reader(path: Path):
   return reader
 
 
+# Dequantize at most this many output bytes at once: gguf's numpy kernels
+# make several full-size temporaries (Gemma's 262k x 640 embedding: +1.4 GB
+# in one call); rows are independent, so blocks give identical values.
+_DEQUANT_BLOCK_BYTES = 32 << 20
+
+
+def _dequantize_in_blocks(dequantize, data: np.ndarray, qtype) -> np.ndarray:
+  """dequantize(data, qtype), computed over blocks of the leading axis."""
+  if data.ndim < 2 or data.shape[0] < 2:
+    return np.asarray(dequantize(data, qtype), np.float32)
+  first = np.asarray(dequantize(data[:1], qtype), np.float32)
+  out = np.empty((data.shape[0],) + first.shape[1:], np.float32)
+  step = max(1, _DEQUANT_BLOCK_BYTES // max(1, first.nbytes))
+  for r in range(0, data.shape[0], step):
+    out[r:r + step] = dequantize(data[r:r + step], qtype)
+  return out
+
+
 def iter_gguf_tensors(path: Path, hf_config: dict) -> Iterator[tuple[str, np.ndarray]]:
   """Yields (HF name, fp32 tensor) for every GGUF tensor transformers maps.
 
@@ -252,8 +277,9 @@ def iter_gguf_tensors(path: Path, hf_config: dict) -> Iterator[tuple[str, np.nda
       if len(raw) != t.data.nbytes:
         raise CheckpointError(f"{path}: short read of tensor {t.name}")
       data = np.frombuffer(raw, dtype=t.data.dtype).reshape(t.data.shape)
+      del raw
       try:
-        weights = dequantize(data, t.tensor_type)
+        weights = _dequantize_in_blocks(dequantize, data, t.tensor_type)
       except Exception as e:
         raise CheckpointError(f"{path}: cannot dequantize tensor {t.name} "
                               f"({type(e).__name__}: {e})") from e
@@ -262,7 +288,10 @@ def iter_gguf_tensors(path: Path, hf_config: dict) -> Iterator[tuple[str, np.nda
                               parsed_parameters=parsed)
       if res.name not in key_map:
         continue  # transformers skips these too
-      yield key_map[res.name], np.asarray(res.weights, np.float32)
+      item = (key_map[res.name], np.asarray(res.weights, np.float32))
+      del res, weights, data
+      yield item
+      del item  # freed before the next tensor is read (one in flight)
   finally:
     os.close(fd)
 

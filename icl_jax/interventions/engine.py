@@ -37,6 +37,7 @@ import dataclasses
 import functools
 import math
 import os
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -414,6 +415,10 @@ def default_memory_budget() -> int:
   return int(ram * 0.25)
 
 
+# model -> {devices: (its params, their replicas)}; dropped with the model.
+_REPLICAS = weakref.WeakKeyDictionary()
+
+
 class Engine:
   """Runs patch sweeps for one model with fixed decode settings."""
 
@@ -437,10 +442,29 @@ class Engine:
     self.compact_min_rows = (default_compaction() if compact_min_rows is None
                              else int(compact_min_rows))
 
+  @property
+  def params(self):
+    """lm.params replicated over the devices, made once per model and
+    device set for all its engines; the model object is not changed."""
+    per_model = _REPLICAS.setdefault(self.lm, {})
+    src, rep = per_model.get(tuple(self.devices), (None, None))
+    if src is not self.lm.params:
+      rep = jax.device_put(self.lm.params,
+                           NamedSharding(self.mesh, PartitionSpec()))
+      per_model[tuple(self.devices)] = (self.lm.params, rep)
+    return rep
+
   # -- targets --------------------------------------------------------------
   def prepare(self, prompts: Sequence[str] | None = None,
-              token_ids: Sequence[Sequence[int]] | None = None) -> TargetSet:
-    """Tokenizes target prompts and runs them once, clean."""
+              token_ids: Sequence[Sequence[int]] | None = None,
+              prefix_len: int | None = None,
+              query_len: int | None = None) -> TargetSet:
+    """Tokenizes target prompts and runs them once, clean.
+
+    prefix_len (<= the common prefix) / query_len (>= the longest query)
+    force the slot layout, e.g. so that one-prompt target sets share one
+    compiled program; slots still equal token indices.
+    """
     if token_ids is None:
       if prompts is None:
         raise ValueError("give prompts or token_ids")
@@ -453,17 +477,17 @@ class Engine:
     self.lm.check_length(longest + self.max_new_tokens,
                          "target prompt plus max_new_tokens")
     P = common_prefix_len(token_ids)
+    if prefix_len is not None and not 0 <= prefix_len <= P:
+      raise ValueError(f"prefix_len={prefix_len} outside [0, {P}]")
+    P = P if prefix_len is None else int(prefix_len)
     qs = [s[P:] for s in token_ids]
-    Q = max(len(q) for q in qs)
+    Q = max(max(len(q) for q in qs), int(query_len or 0))
     q_ids = np.zeros((len(qs), Q), np.int32)
     for i, q in enumerate(qs):
       q_ids[i, :len(q)] = q
     q_len = np.array([len(q) for q in qs], np.int32)
-    repl = NamedSharding(self.mesh, PartitionSpec())
-    params = jax.device_put(self.lm.params, repl)
-    self.lm.params = params
-    clean = clean_run(self.cfg, params, jnp.asarray(token_ids[0][:P],
-                                                    jnp.int32),
+    clean = clean_run(self.cfg, self.params, jnp.asarray(token_ids[0][:P],
+                                                         jnp.int32),
                       jnp.asarray(q_ids), jnp.asarray(q_len))
     return TargetSet(token_ids, P, Q, q_ids, q_len, clean,
                      list(prompts) if prompts is not None else None)
@@ -570,7 +594,7 @@ class Engine:
       arrays = {f.name: jax.device_put(jnp.asarray(getattr(sub, f.name)),
                                        shard)
                 for f in dataclasses.fields(sub) if f.name != "layer"}
-      out = sweep_layer(self.cfg, self.lm.params, jnp.int32(layer), clean,
+      out = sweep_layer(self.cfg, self.params, jnp.int32(layer), clean,
                         q_len, arrays, tables, self.max_new_tokens,
                         self.stop, self.timing, return_logits,
                         self.compact_min_rows,

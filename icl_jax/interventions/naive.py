@@ -105,3 +105,15 @@ def naive_patched_generate(lm, ids, layer, mask, values, a=0.0, c=0.0,
       break
     seq.append(tok)
   return out, delta
+
+
+def naive_first_logits(lm, ids, layer, mask, values, a=0.0, c=0.0,
+                       sigma=0.0, relative=False, noise=None):
+  """First generated position's logits [V] of one prompt under one edit
+  (the reference for the engine's first_logits; arguments as above)."""
+  T, D = len(ids), lm.config.d_model
+  noise = (np.zeros((T, D), np.float32) if noise is None
+           else np.asarray(noise, np.float32)[:T])
+  edit = (np.asarray(mask, bool)[:T], np.asarray(values, np.float32)[:T], a,
+          c, sigma, relative, noise)
+  return _forward_with_edit(lm, list(map(int, ids)), layer, edit, None)[0]

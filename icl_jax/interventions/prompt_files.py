@@ -205,49 +205,109 @@ def parse_marked(line: str, lineno: int = 0) -> tuple[PromptSpec, tuple,
   return spec, answers, src
 
 
-def _as_tuple(v) -> tuple[str, ...]:
+def _field_error(where: str, field: str, v, want: str) -> PromptFileError:
+  got = json.dumps(v) if not isinstance(v, str) else repr(v)
+  if len(got) > 60:
+    got = got[:57] + "..."
+  hint = (f' (write it as a JSON string: "{v}")'
+          if isinstance(v, (int, float)) and not isinstance(v, bool) else "")
+  return PromptFileError(f'{where}: field "{field}" must be {want}, got '
+                         f"{type(v).__name__} {got}{hint}")
+
+
+def _as_tuple(v, where: str = "", field: str = "answer") -> tuple[str, ...]:
+  """An optional answer field: absent/null, a string or a list of strings."""
   if v is None:
     return ()
   if isinstance(v, str):
     return (v,)
-  return tuple(str(x) for x in v)
+  if isinstance(v, list) and all(isinstance(x, str) for x in v):
+    return tuple(v)
+  raise _field_error(where, field, v, "a string or a list of strings")
+
+
+def _parse_jsonl_line(line: str, where: str) -> tuple[list, str, dict]:
+  """One .jsonl line -> (demos [(x, y)], query, the object)."""
+  try:
+    obj = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise PromptFileError(f"{where}: not a JSON object ({e}); expected "
+                          '{"demos": [[x, y], ...], "query": q}') from None
+  if not isinstance(obj, dict):
+    raise PromptFileError(f"{where}: expected a JSON object "
+                          '{"demos": [[x, y], ...], "query": q}, got '
+                          f"{type(obj).__name__}")
+  for field in ("demos", "query"):
+    if field not in obj:
+      raise PromptFileError(f'{where}: field "{field}" is missing; expected '
+                            '{"demos": [[x, y], ...], "query": q}')
+  raw = obj["demos"]
+  if not isinstance(raw, list):
+    raise _field_error(where, "demos", raw, "a list of [input, answer] "
+                       "pairs")
+  demos = []
+  for i, d in enumerate(raw):
+    if (not isinstance(d, list) or len(d) != 2
+        or not all(isinstance(x, str) for x in d)):
+      raise _field_error(where, f"demos[{i}]", d,
+                         "an [input, answer] pair of strings")
+    demos.append((d[0], d[1]))
+  if not demos:
+    raise PromptFileError(f'{where}: field "demos" is empty (no demos)')
+  if not isinstance(obj["query"], str):
+    raise _field_error(where, "query", obj["query"], "a string")
+  return demos, obj["query"], obj
+
+
+def _read_text(p: Path) -> str:
+  """The file as UTF-8 text; a binary or mis-encoded file is refused."""
+  try:
+    data = p.read_bytes()
+  except OSError as e:
+    raise PromptFileError(f"prompt file {p}: cannot be read ({e})") from None
+  if b"\x00" in data:
+    raise PromptFileError(f"prompt file {p} is binary (contains NUL bytes), "
+                          "not a UTF-8 text prompt file")
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b"\n") + 1
+    raise PromptFileError(
+        f"prompt file {p} is not UTF-8 text (byte {e.start}, line {line}: "
+        f"{e.reason}); save it as UTF-8") from None
 
 
 def load_prompt_file(path, fmt: PromptFormat = STUDY_FORMAT,
                      name: str | None = None) -> list[FilePrompt]:
-  """Reads a .txt (marked) or .jsonl prompt file; raises PromptFileError."""
+  """Reads a .txt (marked) or .jsonl prompt file; raises PromptFileError
+  naming the file (and the line and field where one is at fault)."""
   p = Path(path)
   if not p.exists():
     raise PromptFileError(f"prompt file {p} does not exist")
+  if p.is_dir():
+    raise PromptFileError(f"prompt file {p} is a directory")
+  if p.suffix not in (".jsonl", ".txt"):
+    raise PromptFileError(f"{p}: unknown prompt file type {p.suffix!r}; "
+                          "use .txt (marked spans) or .jsonl")
   name = name or p.stem
   out = []
-  for lineno, line in enumerate(p.read_text().splitlines(), 1):
+  for lineno, line in enumerate(_read_text(p).splitlines(), 1):
     if not line.strip() or line.lstrip().startswith("#"):
       continue
+    where = f"{p}:{lineno}"
     if p.suffix == ".jsonl":
-      try:
-        obj = json.loads(line)
-        demos = [(str(x), str(y)) for x, y in obj["demos"]]
-        query = str(obj["query"])
-      except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise PromptFileError(
-            f"{p}:{lineno}: expected {{\"demos\": [[x, y], ...], "
-            f"\"query\": q}} ({e})") from None
-      if not demos:
-        raise PromptFileError(f"{p}:{lineno}: no demos")
+      demos, query, obj = _parse_jsonl_line(line, where)
       spec = build_prompt(demos, query, fmt)
-      out.append(FilePrompt(spec, _as_tuple(obj.get("answer")),
-                            _as_tuple(obj.get("source_answer")), name,
-                            lineno))
-    elif p.suffix == ".txt":
+      out.append(FilePrompt(
+          spec, _as_tuple(obj.get("answer"), where, "answer"),
+          _as_tuple(obj.get("source_answer"), where, "source_answer"),
+          name, lineno))
+    else:
       try:
         spec, ans, src = parse_marked(line, lineno)
       except PromptFileError as e:
         raise PromptFileError(f"{p}: {e}") from None
       out.append(FilePrompt(spec, ans, src, name, lineno))
-    else:
-      raise PromptFileError(f"{p}: unknown prompt file type {p.suffix!r}; "
-                            "use .txt (marked spans) or .jsonl")
   if not out:
     raise PromptFileError(f"{p}: no prompts")
   return out

@@ -115,8 +115,10 @@ class Study(study.RunRecord):
     self.experiment = experiment
     self.model = model
     self.key_extra = tuple(key_extra)
-    self.max_new_tokens = int(max_new_tokens)
-    self.rd = RunDir(out_dir, experiment, config, key_extra=self.key_extra)
+    self.max_new_tokens = study.check_positive(max_new_tokens,
+                                               "--max_new_tokens")
+    self.rd = RunDir(out_dir, experiment, config, key_extra=self.key_extra,
+                     lm=lm)
     self.done = self.rd.done()
     self._engines = {}
     self.t0 = time.time()

@@ -2,10 +2,17 @@
 
 Every script follows the same order so bad input fails before any compute:
 
-  1. flag values that need no model (modes, pairs, task names, numbers);
+  1. flag values that need no model (modes, pairs, task names, counts >= 1,
+     the experiment name as a path part under --out_dir), and an explicit
+     --layers list against the depth read from the model's config
+     (`check_layers_early`, no weights loaded);
   2. the model (cached conversion; seconds) -> layers checked against it;
-  3. the run directory: `<out_dir>/<experiment>/config.json` must match the
-     configuration (a different one is refused, `ConfigMismatchError`);
+  3. the run directory (`analysis.results.RunDir`): an exclusive lock (a
+     second process is refused, `RunDirLockedError`), then
+     `<out_dir>/<experiment>/config.json` must match the configuration,
+     dtype and model file hash included (a different one is refused,
+     `ConfigMismatchError`); corrupt result lines are reported and removed
+     so their cells are recomputed;
   4. the jobs (`plans.run_jobs`): cells already in results.jsonl are
      skipped, new rows are appended as each job finishes;
   5. plots and summary.json.
@@ -24,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from icl_jax.analysis.results import RunDir
+from icl_jax.analysis.results import RunDir, check_path_part, hold_run_dir
 
 
 def layer_at_fraction(f: float, n_layers: int) -> int:
@@ -141,6 +148,96 @@ def parse_tasks(spec: Sequence[str] | str) -> list[str]:
   return names
 
 
+def _gguf_block_count(path: Path) -> int | None:
+  """`<arch>.block_count` from a GGUF header (reads only the metadata keys
+  before it; no tensors). None when it cannot be read."""
+  import struct
+
+  scalars = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f",
+             7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+  with open(path, "rb") as f:
+    def read(fmt):
+      size = struct.calcsize(fmt)
+      data = f.read(size)
+      if len(data) != size:
+        raise EOFError
+      return struct.unpack(fmt, data)[0]
+
+    def string():
+      return f.read(read("<Q")).decode("utf-8", "replace")
+
+    def value(t):
+      if t in scalars:
+        return read(scalars[t])
+      if t == 8:
+        return string()
+      if t == 9:
+        et, n = read("<I"), read("<Q")
+        if et in scalars:  # skip without decoding
+          f.seek(struct.calcsize(scalars[et]) * n, 1)
+          return None
+        for _ in range(n):
+          value(et)
+        return None
+      raise ValueError(f"GGUF value type {t}")
+
+    if f.read(4) != b"GGUF":
+      return None
+    version = read("<I")
+    if version < 2:
+      return None
+    read("<Q")  # tensor count
+    n_kv = read("<Q")
+    arch = None
+    for _ in range(min(n_kv, 100000)):
+      key = string()
+      v = value(read("<I"))
+      if key == "general.architecture":
+        arch = v
+      elif arch and key == f"{arch}.block_count":
+        return int(v)
+  return None
+
+
+def model_depth(model) -> int | None:
+  """The model's layer count read from its config, without loading weights
+  (HF directory: config.json; GGUF / embedded name: the file's header).
+  None when that is not possible cheaply; the check after loading remains."""
+  import json
+
+  try:
+    from icl_jax.convert import embedded
+
+    name = str(model)
+    if embedded.is_embedded_name(name):
+      path = embedded.embedded_gguf_path(name)
+    else:
+      path = Path(name).expanduser()
+    if path.is_dir():
+      cfg = json.loads((path / "config.json").read_text())
+      if not isinstance(cfg.get("num_hidden_layers"), int):
+        cfg = cfg.get("text_config") or {}
+      n = cfg.get("num_hidden_layers")
+      return n if isinstance(n, int) and n > 0 else None
+    if path.is_file() and path.suffix == ".gguf":
+      n = _gguf_block_count(path)
+      return n if n and n > 0 else None
+  except Exception:  # pylint: disable=broad-except
+    return None  # the loader reports the real problem
+  return None
+
+
+def check_layers_early(spec: str, model, study=None) -> None:
+  """Validates --layers against the model's depth before the model loads
+  (when the depth can be read cheaply; see `model_depth`)."""
+  spec = (spec or "all").strip()
+  if spec == "all" or (spec == "study" and study is None):
+    return
+  n = model_depth(model)
+  if n is not None:
+    parse_layers(spec, n, study)
+
+
 def check_choices(values: Iterable[str], known: Iterable[str], what: str):
   known = list(known)
   bad = [v for v in values if v not in known]
@@ -150,8 +247,11 @@ def check_choices(values: Iterable[str], known: Iterable[str], what: str):
 
 
 def check_positive(value: int, what: str) -> int:
-  if value is None or value < 1:
-    raise ValueError(f"{what} must be >= 1, got {value}")
+  import numbers
+
+  if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+      or value < 1):
+    raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
   return value
 
 
@@ -239,15 +339,32 @@ def open_study(*, experiment: str, model: str, out_dir: str, config: dict,
   """
   import icl_jax
 
-  if lm is None:
-    lm = icl_jax.load(model, dtype=dtype)
+  check_positive(max_new_tokens, "--max_new_tokens")
+  if isinstance(config.get("n"), int):
+    check_positive(config["n"], "--n")
+  check_path_part(experiment)
+  release = None
+  try:
+    if lm is None:
+      check_layers_early(layers, model, study_layers)
+      release = hold_run_dir(out_dir, experiment)  # refuse a 2nd run at once
+      lm = icl_jax.load(model, dtype=dtype)
+    return _open(experiment, model, out_dir, config, layers, modes, dtype,
+                 max_new_tokens, timing, study_layers, key_extra, lm, check)
+  finally:
+    if release is not None:
+      release()
+
+
+def _open(experiment, model, out_dir, config, layers, modes, dtype,
+          max_new_tokens, timing, study_layers, key_extra, lm, check):
   layer_list = parse_layers(layers, lm.n_layers, study_layers)
   if check is not None:
     check(lm)
   cfg = dict(config)
   cfg.update(model=model, max_new_tokens=max_new_tokens, timing=timing,
              dtype=dtype)
-  rd = RunDir(out_dir, experiment, cfg, key_extra=key_extra)
+  rd = RunDir(out_dir, experiment, cfg, key_extra=key_extra, lm=lm)
   engine = make_engine(lm, max_new_tokens, timing)
   return Study(experiment, model, lm, layer_list, list(modes), rd, engine,
                tuple(key_extra))

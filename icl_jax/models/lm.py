@@ -28,6 +28,52 @@ class ContextLengthError(ValueError):
   pass
 
 
+class TokenIdError(ValueError):
+  """A token id outside the model's vocabulary."""
+
+
+def _host_ids(x):
+  """x as a host numpy array when that costs no device sync, else None
+  (device-resident jax arrays and tracers are not range-checked)."""
+  if isinstance(x, jax.core.Tracer):
+    return None
+  if isinstance(x, jax.Array):
+    try:
+      if all(d.platform == "cpu" for d in x.devices()):
+        return np.asarray(x)
+    except Exception:  # pylint: disable=broad-except
+      pass
+    return None
+  return np.asarray(x)
+
+
+def _check_positive_int(value, what: str) -> int:
+  import numbers
+
+  if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+    raise TypeError(f"{what} must be an integer, got "
+                    f"{type(value).__name__} {value!r}")
+  if value < 1:
+    raise ValueError(f"{what} must be >= 1, got {value}")
+  return int(value)
+
+
+def _as_prompt_list(prompts, what: str = "prompts") -> list[str]:
+  if isinstance(prompts, str):
+    return [prompts]
+  if prompts is None or not hasattr(prompts, "__iter__"):
+    raise TypeError(f"{what} must be a string or a list of strings, got "
+                    f"{type(prompts).__name__}")
+  out = list(prompts)
+  if not out:
+    raise ValueError(f"{what} is empty: give at least one prompt")
+  for i, p in enumerate(out):
+    if not isinstance(p, str):
+      raise TypeError(f"{what}[{i}] must be a string, got "
+                      f"{type(p).__name__} {p!r:.60}")
+  return out
+
+
 @dataclasses.dataclass
 class ModelOutput:
   logits: Any  # fp32 [B,T,V], or [B,1,V] with logits="last", or None
@@ -101,6 +147,31 @@ class LanguageModel:
           self.tokenizer, self.config.vocab_size, self.config.eos_token_ids)
     return self._stop_tables
 
+  def check_ids(self, ids, what: str = "input_ids") -> None:
+    """Raises TokenIdError naming the first id outside [0, vocab_size).
+
+    Host (numpy / list) ids only: device arrays are left unchecked rather
+    than synchronised. An out-of-range id would make every logit NaN (or
+    wrap round silently if negative)."""
+    a = _host_ids(ids)
+    if a is None or a.size == 0:
+      return
+    if not np.issubdtype(a.dtype, np.integer):
+      if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) \
+          and np.all(a == np.round(a)):
+        a = a.astype(np.int64)
+      else:
+        raise TokenIdError(f"{what} must be integer token ids, got dtype "
+                           f"{a.dtype}")
+    vocab = self.config.vocab_size
+    lo, hi = a.min(), a.max()
+    if lo < 0 or hi >= vocab:
+      bad = int(lo) if lo < 0 else int(hi)
+      where = tuple(int(i) for i in np.argwhere(a == bad)[0])
+      raise TokenIdError(
+          f"{what}: token id {bad} at index {where} is outside the model's "
+          f"vocabulary (vocab_size {vocab}: ids 0..{vocab - 1})")
+
   def check_length(self, n_tokens: int, what: str = "prompt") -> None:
     limit = self.config.max_position_embeddings
     if n_tokens > limit:
@@ -119,9 +190,15 @@ class LanguageModel:
       return_components: also return attn_out / mlp_out [L,B,T,D].
       logits: "all" ([B,T,V]), "last" ([B,1,V]) or None.
     """
+    if input_ids is None:
+      raise TypeError("input_ids must be an int array [B,T], got None")
+    self.check_ids(input_ids)
     ids = jnp.asarray(input_ids, jnp.int32)
     if ids.ndim == 1:
       ids = ids[None]
+    if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
+      raise ValueError(f"input_ids must be a non-empty [B,T] array, got "
+                       f"shape {tuple(ids.shape)}")
     self.check_length(ids.shape[1])
     mask = (jnp.ones_like(ids) if attention_mask is None
             else jnp.asarray(attention_mask, jnp.int32))
@@ -135,8 +212,7 @@ class LanguageModel:
 
     Returns (ids int32 [B,T], mask int32 [B,T], lengths [B]).
     """
-    if isinstance(prompts, str):
-      prompts = [prompts]
+    prompts = _as_prompt_list(prompts)
     if self.tokenizer is None:
       raise ValueError(f"model {self.name!r} has no tokenizer; pass token ids")
     seqs = [self.tokenizer(p, add_special_tokens=True)["input_ids"]
@@ -144,9 +220,19 @@ class LanguageModel:
     return self.pad_left(seqs, pad_to_multiple)
 
   def pad_left(self, seqs, pad_to_multiple: int = 1):
+    if seqs is None or isinstance(seqs, (str, bytes)):
+      raise TypeError("seqs must be a list of token id lists, got "
+                      f"{type(seqs).__name__}")
+    seqs = list(seqs)
+    if not seqs:
+      raise ValueError("no sequences: the batch is empty")
+    _check_positive_int(pad_to_multiple, "pad_to_multiple")
     lengths = np.array([len(s) for s in seqs])
     if (lengths == 0).any():
-      raise ValueError("empty prompt")
+      raise ValueError(f"empty prompt (sequence {int(np.argmin(lengths))} "
+                       "has no tokens)")
+    for i, s in enumerate(seqs):
+      self.check_ids(s, f"sequence {i}")
     T = int(lengths.max())
     self.check_length(T)
     T = -(-T // pad_to_multiple) * pad_to_multiple
@@ -160,6 +246,14 @@ class LanguageModel:
   def generate_ids(self, ids, mask, max_new_tokens: int = 30,
                    stop: str = "line"):
     """Greedy continuation of left-padded ids; returns (tokens, n_generated)."""
+    _check_positive_int(max_new_tokens, "max_new_tokens")
+    if ids is None or mask is None:
+      raise TypeError("generate_ids needs ids and mask arrays [B,T]")
+    self.check_ids(ids, "ids")
+    if np.shape(ids) != np.shape(mask) or len(np.shape(ids)) != 2 \
+        or 0 in np.shape(ids):
+      raise ValueError(f"ids and mask must be non-empty [B,T] arrays of one "
+                       f"shape, got {np.shape(ids)} and {np.shape(mask)}")
     self.check_length(int(np.asarray(mask).sum(-1).max()) + max_new_tokens,
                       "prompt plus max_new_tokens")
     out, n_gen, _ = greedy_generate(
@@ -171,8 +265,9 @@ class LanguageModel:
   def generate(self, prompts: Sequence[str], max_new_tokens: int = 30,
                stop: str = "line", batch_size: int = 32) -> list[str]:
     """Greedy continuations (decoded, special tokens skipped) of prompts."""
-    if isinstance(prompts, str):
-      prompts = [prompts]
+    prompts = _as_prompt_list(prompts)
+    _check_positive_int(max_new_tokens, "max_new_tokens")
+    _check_positive_int(batch_size, "batch_size")
     texts: list[str] = []
     for start in range(0, len(prompts), batch_size):
       chunk = list(prompts[start:start + batch_size])

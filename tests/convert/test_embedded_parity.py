@@ -1,4 +1,4 @@
-"""Both embedded models equal transformers' forward on 20 five-shot prompts.
+"""The embedded models equal transformers' forward on 20 five-shot prompts.
 
 Slow (loads the GGUFs twice: ours via the orbax cache, the reference via
 transformers' GGUF dequantizer); runs in CI.
@@ -17,7 +17,8 @@ from icl_jax.convert.parity import PARITY_PROMPTS, compare, load_reference
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", ["gemma3-270m", "smollm2-135m"])
+@pytest.mark.parametrize("name", ["gemma3-270m", "smollm2-135m",
+                                  "qwen2.5-0.5b"])
 def test_embedded_model_parity(name):
   lm = icl_jax.load(name)
   ref = load_reference(name)
