@@ -44,8 +44,9 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """Defines the script's flags (only when run as a script, so importing
   this module from tests or other scripts never clashes on flag names)."""
-  flags.DEFINE_string("model", "gemma3-270m",
-                      "Model name or path (icl_jax.load).")
+  from icl_jax.convert.embedded import MODEL_FLAG_HELP
+
+  flags.DEFINE_string("model", "gemma3-270m", MODEL_FLAG_HELP)
   flags.DEFINE_integer("n", 50, "Test inputs per task.", lower_bound=1)
   flags.DEFINE_list("tasks", list(BASELINE_TASKS), "Tasks to evaluate.")
   flags.DEFINE_string("out_dir", "runs", "Run directory.")

@@ -42,8 +42,9 @@ def define_model_flags(n: int, n_help: str, *, mode: bool = True,
                        seed_help: str = "seed of sampled demos / noise"):
   """--model, --mode (unless mode=False), --out_dir, --n, --layers, --seed,
   --dtype."""
-  flags.DEFINE_string("model", "gemma3-270m",
-                      "embedded name, .gguf file or HF checkpoint directory")
+  from icl_jax.convert.embedded import MODEL_FLAG_HELP
+
+  flags.DEFINE_string("model", "gemma3-270m", MODEL_FLAG_HELP)
   if mode:
     flags.DEFINE_enum("mode", "both", ["faithful", "aligned", "both"],
                       "position mode(s) to run")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from absl import app, flags
 
-flags.DEFINE_string("model", "gemma3-270m", "embedded name, .gguf or HF dir")
+from icl_jax.convert.embedded import MODEL_FLAG_HELP  # noqa: E402
+
+flags.DEFINE_string("model", "gemma3-270m", MODEL_FLAG_HELP)
 flags.DEFINE_string("query", "honey", "query word")
 F = flags.FLAGS
 

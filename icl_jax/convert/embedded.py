@@ -188,6 +188,10 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {m.name: m for m in (
 )}
 
 
+MODEL_FLAG_HELP = ("embedded name (" + ", ".join(EMBEDDED_MODELS)
+                   + "), .gguf file or HF checkpoint directory")
+
+
 def is_embedded_name(name: str) -> bool:
   return name in EMBEDDED_MODELS
 

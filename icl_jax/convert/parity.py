@@ -218,8 +218,9 @@ def main(argv):
 if __name__ == "__main__":
   from absl import app, flags
 
-  flags.DEFINE_string("model", "gemma3-270m",
-                      "embedded name, .gguf file or HF checkpoint directory")
+  from icl_jax.convert.embedded import MODEL_FLAG_HELP
+
+  flags.DEFINE_string("model", "gemma3-270m", MODEL_FLAG_HELP)
   flags.DEFINE_float("tol", 1e-4, "max logit diff relative to max |logit|")
   flags.DEFINE_integer("num_prompts", len(PARITY_PROMPTS), "prompts to check")
   flags.DEFINE_integer("new_tokens", 8, "greedy tokens to compare")
