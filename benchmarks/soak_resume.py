@@ -48,19 +48,11 @@ VOLATILE = ("seconds", "wall_s", "elapsed_s", "time_s")
 
 
 def make_tiny_model(d: Path) -> Path:
-  from icl_jax.convert.tokenizers import load_tokenizer
-  from tests.conftest import make_tiny_hf_model
+  from tests.conftest import save_tiny_model_with_tokenizer
 
   if (d / "config.json").exists():
     return d
-  model = make_tiny_hf_model(
-      "llama", vocab_size=49152, hidden_size=32, intermediate_size=64,
-      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-      max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
-      pad_token_id=2, tie_word_embeddings=True)
-  model.save_pretrained(str(d))
-  load_tokenizer("smollm2-135m").save_pretrained(str(d))
-  return d
+  return save_tiny_model_with_tokenizer(d)
 
 
 def sweep_cmd(model, out_dir, args) -> list[str]:

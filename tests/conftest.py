@@ -91,13 +91,11 @@ def rng():
   return np.random.RandomState(0)
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
+def save_tiny_model_with_tokenizer(d):
   """Tiny llama (2 layers, d=32) with SmolLM2's tokenizer (vocab 49152),
-  saved as an HF directory: end-to-end script and engine tests."""
+  saved as an HF directory at `d` (also used by benchmarks/soak_resume.py)."""
   from icl_jax.convert.tokenizers import load_tokenizer
 
-  d = tmp_path_factory.mktemp("tiny_with_tokenizer") / "tiny-llama"
   model = make_tiny_hf_model(
       "llama", vocab_size=49152, hidden_size=32, intermediate_size=64,
       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -106,3 +104,10 @@ def tiny_model_dir(tmp_path_factory):
   model.save_pretrained(str(d))
   load_tokenizer("smollm2-135m").save_pretrained(str(d))
   return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+  """The tiny llama with a tokenizer: end-to-end script and engine tests."""
+  d = tmp_path_factory.mktemp("tiny_with_tokenizer") / "tiny-llama"
+  return save_tiny_model_with_tokenizer(d)

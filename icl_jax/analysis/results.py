@@ -41,11 +41,12 @@ import os
 import platform
 import re
 import subprocess
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Iterable
+
+from icl_jax.convert.digests import write_atomic
 
 try:
   import fcntl
@@ -183,34 +184,8 @@ def read_rows(path, report: bool = True) -> list[dict]:
 # Writing helpers
 # ---------------------------------------------------------------------------
 
-def atomic_write(path, data: bytes | str) -> None:
-  """Writes a file via a unique temporary file in the same folder, fsync and
-  rename: readers see the old or the new file, never a part."""
-  path = Path(path)
-  if isinstance(data, str):
-    data = data.encode()
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                             dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    raise
-  _fsync_dir(path.parent)
-
-
-def _fsync_dir(d: Path) -> None:
-  with contextlib.suppress(OSError):
-    fd = os.open(d, os.O_RDONLY)
-    try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
+# One atomic writer for the package (unique temp file, fsync, rename).
+atomic_write = write_atomic
 
 
 def _free_name(path: Path) -> Path:

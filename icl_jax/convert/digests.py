@@ -84,11 +84,15 @@ def remember(path: str | Path, digest: str) -> None:
     pass  # a read-only cache only costs a re-hash next time
 
 
-def write_atomic(path: str | Path, data: bytes) -> None:
-  """Writes a file via a unique temporary name and an atomic rename."""
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+  """Writes a file via a unique temporary name in the same folder, fsync and
+  an atomic rename: readers see the old or the new file, never a part."""
   path = Path(path)
+  if isinstance(data, str):
+    data = data.encode()
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                             dir=path.parent)
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
@@ -99,6 +103,12 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     with contextlib.suppress(OSError):
       os.unlink(tmp)
     raise
+  with contextlib.suppress(OSError):  # make the rename itself durable
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+      os.fsync(dfd)
+    finally:
+      os.close(dfd)
 
 
 def new_temp_dir(final: Path) -> Path:

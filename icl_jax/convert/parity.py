@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import sys
 import time
 
 import numpy as np
