@@ -123,7 +123,7 @@ def our_outputs(lm, prompts=PARITY_PROMPTS, new_tokens: int = 8,
   for ids in seqs:
     ids_np = np.asarray([ids], np.int32)
     o = lm(ids_np, return_residuals=True)
-    res = np.asarray(o.residuals[:, 0], np.float32)  # [L+1,T,D]
+    res = np.array(o.residuals[:, 0], np.float32)  # [L+1,T,D], a copy
     res[-1] = np.asarray(final_norm.apply(
         {"params": {"scale": lm.params["final_norm"]["scale"]}},
         o.residuals[-1]), np.float32)[0]

@@ -73,14 +73,12 @@ class ParamWriter:
   """
 
   def __init__(self, cfg: DecoderConfig, source: str = "checkpoint"):
-    from icl_jax.models.decoder import param_shapes
-
     self.cfg = cfg
     self.source = source
     self._lmap = layer_map(cfg)
-    shapes = param_shapes(cfg)
     # np.empty: pages are only touched when a tensor is written into them.
-    self.params = _map_tree(lambda s: np.empty(s.shape, np.float32), shapes)
+    self.params = _map_tree(lambda shape: np.empty(shape, np.float32),
+                            _tree_shapes(cfg, self._lmap))
     self._seen: set[str] = set()
     self._unused: list[str] = []
     self._tied_head: np.ndarray | None = None
@@ -174,6 +172,27 @@ class ParamWriter:
     return self.params
 
 
+def _tree_shapes(cfg: DecoderConfig, lmap) -> dict:
+  """Shapes of the decoder's param tree (the module's own shapes are
+  checked against the result by `hf_params.check_against_model`)."""
+  L, D, V = cfg.n_layers, cfg.d_model, cfg.vocab_size
+  block: dict = {}
+  for suffix, path in lmap.items():
+    name = path[-1] if path[-1] != "scale" or len(path) < 3 else "scale_head"
+    hf = _hf_shape(name, cfg)
+    shape = np.shape(_to_layout(name, np.empty(hf[::-1] if len(hf) == 2
+                                                else hf).T, cfg))
+    node = block
+    for p in path[:-1]:
+      node = node.setdefault(p, {})
+    node[path[-1]] = (L,) + tuple(shape)
+  tree = {"embed": (V, D), "final_norm": {"scale": (D,)},
+          "layers": {"block": block}}
+  if not cfg.tie_embeddings:
+    tree["lm_head"] = (D, V)
+  return tree
+
+
 def _all_finite(w: np.ndarray, block: int = 1 << 22) -> bool:
   """np.isfinite(w).all() without a full-size boolean temporary."""
   flat = w.reshape(-1)
@@ -184,7 +203,7 @@ def _all_finite(w: np.ndarray, block: int = 1 << 22) -> bool:
 def _map_tree(fn, tree):
   if isinstance(tree, dict):
     return {k: _map_tree(fn, v) for k, v in tree.items()}
-  return fn(tree)
+  return fn(tree)  # a leaf: a shape tuple
 
 
 def _get(tree: dict, path: tuple[str, ...]):
