@@ -37,6 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from icl_jax.convert.embedded import EMBEDDED_MODELS
 from icl_jax.analysis import reference as R
 from icl_jax.analysis.stats import wilson_interval
 
@@ -44,7 +45,9 @@ EFFECT_LB = 0.20
 WEAK_LB = 0.05
 ZERO_RATE = 0.02
 DEPTH_TOL = 0.10
-KNOWN_N_LAYERS = {"gemma3-270m": 18, "smollm2-135m": 30}
+# Layer counts of the embedded models (rows of other models fall back to
+# their largest layer + 1).
+KNOWN_N_LAYERS = {name: m.n_layers for name, m in EMBEDDED_MODELS.items()}
 MULTI = ("all_demo", "output_only")
 # Fields beyond results.KEY_FIELDS that tell a run's rows apart: every
 # script's `key_extra` (a test checks the scripts against this list) plus
