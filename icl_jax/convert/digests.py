@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 _BLOCK = 8 << 20
@@ -150,19 +151,42 @@ def publish_dir(tmp: Path, final: Path, existing_ok=None) -> bool:
   return ok
 
 
+def crc32_file(path: str | Path) -> str:
+  """zlib CRC-32 of a file, hex (streaming; ~3x faster than sha256 here)."""
+  c = 0
+  with open(path, "rb") as f:
+    while True:
+      b = f.read(_BLOCK)
+      if not b:
+        break
+      c = zlib.crc32(b, c)
+  return f"{c:08x}"
+
+
 def dir_manifest(d: Path) -> dict[str, dict]:
-  """{relative path: {size, sha256}} of every file under `d`."""
+  """{relative path: {size, sha256, crc32}} of every file under `d`."""
   out = {}
   for p in sorted(d.rglob("*")):
     if p.is_file():
       rel = p.relative_to(d).as_posix()
-      out[rel] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+      out[rel] = {"size": p.stat().st_size, "sha256": sha256_file(p),
+                  "crc32": crc32_file(p)}
   return out
 
 
-def check_manifest(d: Path, manifest: dict[str, dict]) -> str | None:
-  """None if every listed file exists with its size and digest (and no
-  listed file is missing); otherwise a sentence saying what differs."""
+def full_check_wanted() -> bool:
+  """`ICL_JAX_CACHE_CHECK=sha256` checks caches with sha256 instead of the
+  default CRC-32 (which catches any accidental damage: flipped bits, cut or
+  zeroed blocks; sha256 also resists deliberate tampering)."""
+  return os.environ.get("ICL_JAX_CACHE_CHECK", "crc32").lower() == "sha256"
+
+
+def check_manifest(d: Path, manifest: dict[str, dict],
+                   full: bool | None = None) -> str | None:
+  """None if every listed file exists with its size and digest; otherwise
+  a sentence saying what differs. Digest: CRC-32 by default, sha256 when
+  `full` (default: `full_check_wanted()`) or when no CRC is recorded."""
+  full = full_check_wanted() if full is None else full
   for rel, want in manifest.items():
     p = d / rel
     if not p.is_file():
@@ -170,7 +194,9 @@ def check_manifest(d: Path, manifest: dict[str, dict]) -> str | None:
     size = p.stat().st_size
     if size != want["size"]:
       return f"{rel} has {size} bytes, expected {want['size']}"
-    got = sha256_file(p)
-    if got != want["sha256"]:
-      return f"{rel} has sha256 {got[:12]}..., expected {want['sha256'][:12]}..."
+    kind = "sha256" if full or "crc32" not in want else "crc32"
+    got = sha256_file(p) if kind == "sha256" else crc32_file(p)
+    if got != want[kind]:
+      return (f"{rel} has {kind} {got[:12]}..., expected "
+              f"{want[kind][:12]}...")
   return None

@@ -80,13 +80,15 @@ def test_1_warm_load_uses_the_verified_cache(warm):
   np.testing.assert_array_equal(_logits(lm), ref)
 
 
-def test_1_flipped_bit_in_params_is_rebuilt(warm):
+@pytest.mark.parametrize("check", ["crc32", "sha256"])
+def test_1_flipped_bit_in_params_is_rebuilt(warm, check, monkeypatch):
+  monkeypatch.setenv("ICL_JAX_CACHE_CHECK", check)
   src, cache, ref = warm
   f = _largest_param_file(_cache_folder(cache))
   data = bytearray(f.read_bytes())
   data[len(data) // 2] ^= 0x01
   f.write_bytes(bytes(data))
-  _reload_expect_rebuild(src, cache, ref, "sha256")
+  _reload_expect_rebuild(src, cache, ref, f"has {check}")
 
 
 def test_1_changed_config_value_is_rebuilt(warm):
