@@ -163,6 +163,19 @@ def crc32_file(path: str | Path) -> str:
   return f"{c:08x}"
 
 
+def discard_dir(d: Path) -> None:
+  """Moves a (damaged) folder aside to a unique name, then deletes it, so
+  that a rebuilt copy can take its place."""
+  if not d.exists():
+    return
+  trash = Path(tempfile.mkdtemp(prefix=f".{d.name}.old-", dir=d.parent))
+  try:
+    os.rename(d, trash / "x")
+  except OSError:
+    pass  # vanished meanwhile (another process discarded it)
+  shutil.rmtree(trash, ignore_errors=True)
+
+
 def dir_manifest(d: Path) -> dict[str, dict]:
   """{relative path: {size, sha256, crc32}} of every file under `d`."""
   out = {}

@@ -47,7 +47,7 @@ __all__ = ["CheckpointError", "CacheWarning", "load", "resolve_source",
            "read_hf_dir", "CONVERTER_VERSION", "SUPPORTED_DTYPES"]
 
 # Bump when conversion output changes, to invalidate caches.
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 SUPPORTED_DTYPES = ("float32", "bfloat16")
 _STORED_DTYPE = "float32"
 
@@ -253,6 +253,9 @@ def _try_cache(d: Path, dtype_name: str):
   msg = f"converted-model cache {d} is damaged: {problem}; rebuilding it"
   log.warning(msg)
   warnings.warn(msg, CacheWarning, stacklevel=3)
+  # Removed now: a copy that passes its manifest but cannot be read must
+  # not be kept in preference to the rebuilt one.
+  digests.discard_dir(d)
   return None, verify
 
 

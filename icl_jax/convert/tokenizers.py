@@ -44,6 +44,7 @@ def _cached(cache_dir: Path):
   msg = f"cached tokenizer {cache_dir} is damaged: {problem}; rebuilding it"
   log.warning(msg)
   warnings.warn(msg, UserWarning, stacklevel=3)
+  digests.discard_dir(cache_dir)
   return None
 
 

@@ -310,3 +310,14 @@ def test_remembered_digest_follows_the_file(tmp_path, monkeypatch):
   f.write_bytes(b"b" * 100)  # same size; new mtime_ns
   assert digests.sha256_of(f) != first
   assert digests.sha256_of(f) == digests.sha256_file(f)
+
+
+def test_1_unreadable_cache_with_a_valid_manifest_is_replaced(warm):
+  """A cache that passes its own manifest but cannot be read (e.g. written
+  in another format) is discarded, not kept in preference to the rebuild."""
+  src, cache, ref = warm
+  d = _cache_folder(cache)
+  (d / "params" / "index.json").write_text("not json")
+  (d / "manifest.json").unlink()
+  (d / "manifest.json").write_text(json.dumps(digests.dir_manifest(d)))
+  _reload_expect_rebuild(src, cache, ref, "reading it failed")
