@@ -22,15 +22,18 @@ from pathlib import Path
 _BLOCK = 8 << 20
 
 
+def _blocks(path: str | Path):
+  """A file's bytes in blocks of _BLOCK (constant memory)."""
+  with open(path, "rb") as f:
+    while block := f.read(_BLOCK):
+      yield block
+
+
 def sha256_file(path: str | Path) -> str:
   """sha256 hex digest of a file (streaming, constant memory)."""
   h = hashlib.sha256()
-  with open(path, "rb") as f:
-    while True:
-      b = f.read(_BLOCK)
-      if not b:
-        break
-      h.update(b)
+  for block in _blocks(path):
+    h.update(block)
   return h.hexdigest()
 
 
@@ -135,31 +138,20 @@ def publish_dir(tmp: Path, final: Path, existing_ok=None) -> bool:
   if existing_ok is not None and existing_ok(final):
     shutil.rmtree(tmp, ignore_errors=True)
     return False
-  trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-",
-                                dir=final.parent))
-  try:
-    os.rename(final, trash / "x")
-  except OSError:
-    pass  # vanished meanwhile
+  discard_dir(final)
   try:
     os.rename(tmp, final)
-    ok = True
+    return True
   except OSError:  # lost a race to a third writer: keep theirs
     shutil.rmtree(tmp, ignore_errors=True)
-    ok = False
-  shutil.rmtree(trash, ignore_errors=True)
-  return ok
+    return False
 
 
 def crc32_file(path: str | Path) -> str:
   """zlib CRC-32 of a file, hex (streaming; ~3x faster than sha256 here)."""
   c = 0
-  with open(path, "rb") as f:
-    while True:
-      b = f.read(_BLOCK)
-      if not b:
-        break
-      c = zlib.crc32(b, c)
+  for block in _blocks(path):
+    c = zlib.crc32(block, c)
   return f"{c:08x}"
 
 
