@@ -316,7 +316,7 @@ def run_engine():
   import jax.monitoring
 
   import icl_jax
-  from icl_jax.interventions import transfer
+  from icl_jax.studies import transfer, setups
   from icl_jax.interventions.engine import Engine
 
   compile_events = []
@@ -330,7 +330,7 @@ def run_engine():
   load_s = time.perf_counter() - t
   engine = Engine(lm, max_new_tokens=F.max_new_tokens, stop="line",
                   timing="prefill")
-  setup = transfer.setup_pairs([(src, tgt)], F.n)[0]
+  setup = setups.setup_pairs([(src, tgt)], F.n)[0]
   prompts = [e.prompt().text for e in setup.target_episodes]
   layers = list(range(lm.n_layers))
   _ = lm.stop_tables  # built once (decodes the vocabulary), not timed

@@ -6,7 +6,7 @@ clear message before any compute starts.
 
 The flag groups (`define_model_flags`, `define_common_flags`,
 `define_probe_flags`, ...) and the openers (`open_pair_study` for the plan
-experiments of `interventions.study`, `open_run` for the `runner.Study`
+experiments of `interventions.study`, `open_run` for the `run.Study`
 ones) keep every script a thin configuration.
 """
 
@@ -94,7 +94,7 @@ def define_on_mismatch_flag(help_text: str = ON_MISMATCH_HELP):
 def define_timing_flag(
     help_text: str = "decoder: study = D2 in faithful, prefill in aligned "
                      "mode"):
-  """--timing of the single-position decoders (runner.MODE_SPECS)."""
+  """--timing of the single-position decoders (modes.MODE_SPECS)."""
   flags.DEFINE_enum("timing", "study", ["study", "first_token", "prefill"],
                     help_text)
 
@@ -104,57 +104,39 @@ def define_conditions_flag(default, help_text: str = "position conditions"):
 
 
 # ---------------------------------------------------------------------------
-# Validation (delegates to interventions.study, the one implementation)
+# Validation (delegates to icl_jax.studies)
 # ---------------------------------------------------------------------------
 
-def parse_pairs(spec: str):
-  from icl_jax.interventions.study import parse_pairs as _parse
-
-  return _parse(spec)
 
 
-def layer_at_fraction(f: float, n_layers: int) -> int:
-  """The study's `clamp(round(f * n_layers))`."""
-  from icl_jax.interventions.study import layer_at_fraction as _at
-
-  return _at(f, n_layers)
 
 
-def parse_layers(spec: str, n_layers: int):
-  """'all' | 'study' | 'frac:F,..' | comma list (see study.parse_layers)."""
-  from icl_jax.interventions.study import parse_layers as _parse
-
-  return _parse(spec, n_layers)
 
 
-def modes(flag: str):
-  from icl_jax.interventions.study import parse_modes
-
-  return parse_modes(flag)
 
 
 def task_names():
   """--tasks (empty: the 8 core tasks), each checked against the registry."""
   from icl_jax import tasks as T
-  from icl_jax.interventions.study import parse_tasks
+  from icl_jax.studies.study import parse_tasks
 
   return parse_tasks(F.tasks or list(T.CORE_TASKS))
 
 
 def parse_task_flags():
   """Quiets logs; (tasks, modes) from --tasks and --mode."""
-  from icl_jax.interventions import study
+  from icl_jax.studies import study, modes
 
   study.quiet_logs()
-  return study.parse_tasks(F.tasks), study.parse_modes(F.mode)
+  return study.parse_tasks(F.tasks), modes.parse_modes(F.mode)
 
 
 def check_conditions(conditions, modes_):
-  from icl_jax.interventions import plans
+  from icl_jax.studies import positions
 
   for c in conditions:
     for m in modes_:
-      plans.check_condition(c, m)
+      positions.check_condition(c, m)
 
 
 # ---------------------------------------------------------------------------
@@ -163,15 +145,15 @@ def check_conditions(conditions, modes_):
 
 def parse_pairs_and_modes():
   """Quiets logs; (pairs, modes) from --pairs and --mode."""
-  from icl_jax.interventions import study
+  from icl_jax.studies import study, modes
 
   study.quiet_logs()
-  return study.parse_pairs(F.pairs), study.parse_modes(F.mode)
+  return study.parse_pairs(F.pairs), modes.parse_modes(F.mode)
 
 
 def parse_pair_flags():
   """Quiets logs; (modes, pairs, n) from the common flags."""
-  from icl_jax.interventions import study
+  from icl_jax.studies import study
 
   pairs, modes_ = parse_pairs_and_modes()
   return modes_, pairs, study.check_positive(F.n, "--n")
@@ -184,7 +166,7 @@ def open_pair_study(experiment: str, modes_, pairs, n, options: dict,
   The configuration is pairs, n, `options`, on_mismatch and seed; kwargs
   (study_layers, key_extra, ...) go to `open_study`.
   """
-  from icl_jax.interventions import study
+  from icl_jax.studies import study
 
   config = dict(pairs=[list(p) for p in pairs], n=n, **options,
                 on_mismatch=F.on_mismatch, seed=F.seed)
@@ -205,12 +187,12 @@ def load_model(*experiments: str):
   """
   import icl_jax
   from icl_jax.analysis.results import check_path_part, hold_run_dir
-  from icl_jax.interventions import study
+  from icl_jax.studies import layers
 
   for e in experiments:
     check_path_part(e)
   if "layers" in F:
-    study.check_layers_early(F.layers, F.model)
+    layers.check_layers_early(F.layers, F.model)
   for e in experiments:
     hold_run_dir(F.out_dir, e)
   return icl_jax.load(F.model, dtype=F.dtype)
@@ -218,16 +200,15 @@ def load_model(*experiments: str):
 
 def load_model_and_layers(experiment: str):
   """The --model and its --layers ('study' = runner's grid of experiment)."""
-  from icl_jax.interventions import runner
+  from icl_jax.studies import layers
 
   lm = load_model(experiment)
-  return lm, runner.parse_layers(F.layers, lm.n_layers, experiment)
+  return lm, layers.parse_layers(F.layers, lm.n_layers, experiment)
 
 
 def open_run(lm, experiment: str, config: dict, **kwargs):
-  """`runner.Study` on --model, --out_dir and --max_new_tokens."""
-  from icl_jax.interventions import runner
+  """`run.Study` on --model, --out_dir and --max_new_tokens."""
+  from icl_jax.studies.run import Study
 
-  return runner.Study(lm, experiment=experiment, model=F.model, config=config,
-                      out_dir=F.out_dir, max_new_tokens=F.max_new_tokens,
-                      **kwargs)
+  return Study(lm, experiment=experiment, model=F.model, config=config,
+               out_dir=F.out_dir, max_new_tokens=F.max_new_tokens, **kwargs)

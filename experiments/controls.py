@@ -9,7 +9,7 @@ positions; `--random_source_task`, default pattern_completion as in the
 original; a pair that contains it uses the first core task outside the
 pair), shuffled (the true vectors permuted among the true positions) and
 norm-matched Gaussian noise. Every control is judged with the true source
-task's scorer. See `icl_jax/interventions/controls.py`.
+task's scorer. See `icl_jax/studies/controls.py`.
 
 Reading the result: a control that breaks the target ("neither" high)
 shows that wrong content at those positions disrupts the prompt, not that it
@@ -18,14 +18,9 @@ leaves the target intact; compare preserve/neither, not only transfer.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 common.define_common_flags(default_pairs=common.EXP8_PAIRS, default_n=20)
 flags.DEFINE_list("controls", ["true_source", "random_source", "shuffled",
@@ -48,14 +43,14 @@ def third_task_for(pair, preferred):
 
 def build_jobs(modes, pairs, n, layers, controls, third, condition, seed,
                on_mismatch):
-  from icl_jax.interventions import plans
-  from icl_jax.interventions.controls import controls_job
+  from icl_jax.studies import setups
+  from icl_jax.studies.controls import controls_job
   from icl_jax.tasks import get_task, make_episodes
 
   jobs = []
   for mode in modes:
     objs = {}
-    for i, setup in enumerate(plans.make_setups(pairs, n, seed=seed,
+    for i, setup in enumerate(setups.setup_pairs(pairs, n, seed=seed,
                                                 task_objects=objs)):
       third_task = third_task_for((setup.source_task, setup.target_task),
                                   third)
@@ -84,8 +79,8 @@ def summarize(rows):
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.interventions.controls import CONTROLS
-  from icl_jax.interventions.study import study_fraction_layer
+  from icl_jax.studies.controls import CONTROLS
+  from icl_jax.studies.layers import study_fraction_layer
   from icl_jax.tasks import get_task
 
   modes, pairs, n = common.parse_pair_flags()

@@ -21,14 +21,10 @@ default: every layer. summary.json: Part A mean transfer per (mode, layer).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
+from icl_jax.studies.study import parse_pairs
 
 PART_A = (("uppercase", "uppercase_period"), ("length", "length_word"),
           ("repeat_word", "repeat_comma"), ("reverse_exp15", "reverse_spaced"))
@@ -46,12 +42,12 @@ def main(argv):
   del argv
   from collections import defaultdict
 
-  from icl_jax.interventions import transfer
-  from icl_jax.interventions.heatmaps import heatmap, pair_label
+  from icl_jax.studies import transfer
+  from icl_jax.analysis.heatmaps import heatmap, pair_label
 
   pairs, modes = common.parse_pairs_and_modes()
   controls = ([] if F.control_pairs.strip().lower() == "none"
-              else common.parse_pairs(F.control_pairs))
+              else parse_pairs(F.control_pairs))
   lm, layers = common.load_model_and_layers(EXPERIMENT)
   config = dict(model=F.model, pairs=[list(p) for p in pairs],
                 control_pairs=[list(p) for p in controls], layers=layers,

@@ -21,14 +21,9 @@ every layer for both.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 EXP14_PAIRS = (("uppercase", "sentiment"), ("linear_2x", "first_letter"),
                ("pattern_completion", "repeat_word"))
@@ -46,12 +41,14 @@ EXPERIMENT = "demo_ablation"
 
 def main(argv):
   del argv
-  from icl_jax.interventions import ablation, runner, single_position as sp
-  from icl_jax.interventions.heatmaps import heatmap, pair_label
+  from icl_jax.studies import ablation, single_position as sp, layers
+  from icl_jax.studies.run import Study
+  from icl_jax.studies.study import check_choices, parse_tasks
+  from icl_jax.analysis.heatmaps import heatmap, pair_label
 
   pairs, modes = common.parse_pairs_and_modes()
-  tasks = runner.parse_tasks(F.tasks)
-  parts = runner.check_choices(F.parts, ["A", "B", "C"], "--parts")
+  tasks = parse_tasks(F.tasks)
+  parts = check_choices(F.parts, ["A", "B", "C"], "--parts")
   try:
     ks = [int(k) for k in F.ks]
   except ValueError as e:
@@ -68,17 +65,17 @@ def main(argv):
           f"one test/train prompt per task in an 80/20 split; raise --n or "
           "drop C from --parts")
   lm = common.load_model(EXPERIMENT)
-  layers_b = runner.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
-  layers_c = runner.parse_layers(F.layers, lm.n_layers,
+  layers_b = layers.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
+  layers_c = layers.parse_layers(F.layers, lm.n_layers,
                                  "demo_ablation_probe")
   config = dict(model=F.model, pairs=[list(p) for p in pairs], tasks=tasks,
                 parts=parts, ks=ks, layers_b=layers_b, layers_c=layers_c,
                 modes=modes, n=F.n, timing=F.timing, seed=F.seed,
                 max_new_tokens=F.max_new_tokens)
   study = common.open_run(lm, EXPERIMENT, config, key_extra=("k", "part"))
-  probe = (runner.Study(lm, experiment=EXPERIMENT + "_probe", model=F.model,
-                        config=config, out_dir=F.out_dir, key_extra=("k",),
-                        progress=False) if "C" in parts else None)
+  probe = (Study(lm, experiment=EXPERIMENT + "_probe", model=F.model,
+                 config=config, out_dir=F.out_dir, key_extra=("k",),
+                 progress=False) if "C" in parts else None)
   n_units = len(ks) * len(modes) * (
       len(tasks) * ("A" in parts) + len(pairs) * ("B" in parts) +
       ("C" in parts))

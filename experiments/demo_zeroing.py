@@ -26,14 +26,9 @@ grid [4, 8, 12, 16, 20] (of 28) is `--layers=study`; default: every layer.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 common.define_common_flags(default_n=10)
 flags.DEFINE_list("tasks", ["uppercase", "first_letter", "repeat_word",
@@ -53,13 +48,14 @@ def main(argv):
   del argv
   import numpy as np
 
-  from icl_jax.interventions import ablation, runner
+  from icl_jax.studies import ablation
+  from icl_jax.studies.study import check_choices
   from icl_jax.interventions.blockwise import BlockwiseEdit
-  from icl_jax.interventions.heatmaps import heatmap
+  from icl_jax.analysis.heatmaps import heatmap
   from icl_jax.interventions.spec import make_cells
 
   tasks, modes = common.parse_task_flags()
-  conditions = runner.check_choices(F.conditions, CONDITIONS, "--conditions")
+  conditions = check_choices(F.conditions, CONDITIONS, "--conditions")
   lm, layers = common.load_model_and_layers(EXPERIMENT)
   tok, D = lm.tokenizer, lm.config.d_model
   if F.knockout_window < 1:

@@ -18,14 +18,9 @@ layer_at_fraction(0.30) (8 of 28); default: every layer.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 EXP13_PAIRS = (("uppercase", "first_letter"), ("uppercase", "sentiment"),
                ("repeat_word", "first_letter"),
@@ -40,8 +35,8 @@ EXPERIMENT = "instance_analysis"
 
 def main(argv):
   del argv
-  from icl_jax.interventions import transfer
-  from icl_jax.interventions.heatmaps import heatmap, pair_label
+  from icl_jax.studies import transfer
+  from icl_jax.analysis.heatmaps import heatmap, pair_label
 
   pairs, modes = common.parse_pairs_and_modes()
   if not 1 <= F.n_source <= F.n:

@@ -22,14 +22,9 @@ faithful scorers. aligned: the last demo's final answer token, prefill
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 INTERP_PAIRS = (("uppercase", "first_letter"), ("uppercase", "sentiment"),
                 ("linear_2x", "length"), ("sentiment", "antonym"),
@@ -67,12 +62,13 @@ def parse_triples(spec: str):
 
 def main(argv):
   del argv
-  from icl_jax.interventions import runner, single_position as sp
-  from icl_jax.interventions.heatmaps import heatmap
+  from icl_jax.studies import single_position as sp
+  from icl_jax.studies.study import parse_floats
+  from icl_jax.analysis.heatmaps import heatmap
 
   pairs, modes = common.parse_pairs_and_modes()
   triples = parse_triples(F.triples)
-  alphas = runner.parse_floats(F.alphas, "--alphas")
+  alphas = parse_floats(F.alphas, "--alphas")
   lm, layers = common.load_model_and_layers(EXPERIMENT)
   config = dict(model=F.model, pairs=[list(p) for p in pairs],
                 triples=[list(t) for t in triples], alphas=alphas,

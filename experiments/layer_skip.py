@@ -20,14 +20,9 @@ actually receives, as the original's chained hooks did).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 CORE = ["uppercase", "first_letter", "repeat_word", "length", "linear_2x",
         "sentiment", "antonym", "pattern_completion"]
@@ -45,17 +40,18 @@ def main(argv):
   del argv
   import numpy as np
 
-  from icl_jax.interventions import ablation, runner
+  from icl_jax.studies import ablation, layers
+  from icl_jax.studies.study import parse_tasks
   from icl_jax.interventions.blockwise import BlockwiseEdit
   from icl_jax.interventions.engine import common_prefix_len
-  from icl_jax.interventions.heatmaps import heatmap
+  from icl_jax.analysis.heatmaps import heatmap
   from icl_jax.interventions.spec import make_cells
 
   tasks, modes = common.parse_task_flags()
-  group_tasks = runner.parse_tasks(F.group_tasks) if F.group_tasks else []
+  group_tasks = parse_tasks(F.group_tasks) if F.group_tasks else []
   lm = common.load_model(EXPERIMENT)
   L, D = lm.n_layers, lm.config.d_model
-  layers = runner.parse_layers(F.layers, L, EXPERIMENT)
+  layers = layers.parse_layers(F.layers, L, EXPERIMENT)
   groups = ablation.skip_groups(L, F.skip_groups) if group_tasks else {}
   config = dict(model=F.model, tasks=tasks, group_tasks=group_tasks,
                 groups=groups, layers=layers, modes=modes, n=F.n,

@@ -35,15 +35,13 @@ features_<mode>.npz (the probe features, reused by benchmarks/probes.py).
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
+from icl_jax.studies.layers import parse_layers
+from icl_jax.studies.modes import parse_modes
 
 common.define_probe_flags(50, "prompts per task (the study: 50)")
 flags.DEFINE_list("probes", ["centroid", "logistic"],
@@ -323,15 +321,15 @@ def print_tables(summary, mode_list, probes):
 
 def main(argv):
   del argv
-  from icl_jax.interventions.study import quiet_logs
+  from icl_jax.studies.study import quiet_logs
 
   quiet_logs()
   bad = [p for p in F.probes if p not in PROBES]
   if bad:
     raise ValueError(f"--probes: unknown {bad}; known: {PROBES}")
   lm = common.load_model(EXPERIMENT)
-  layers = common.parse_layers(F.layers, lm.n_layers)
-  mode_list = common.modes(F.mode)
+  layers = parse_layers(F.layers, lm.n_layers)
+  mode_list = parse_modes(F.mode)
   _, summary = run(lm, model=F.model, mode_list=mode_list, n=F.n, k=F.k,
                    layers=layers, seed=F.seed, probes=F.probes,
                    out_dir=F.out_dir, batch_size=F.batch_size,

@@ -28,14 +28,9 @@ grid range(0, n, max(1, n // 14)); default: every layer.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 common.define_common_flags(default_n=10)
 flags.DEFINE_list("tasks", ["uppercase", "first_letter", "repeat_word",
@@ -69,15 +64,16 @@ def main(argv):
   import numpy as np
 
   from icl_jax import tasks as T
-  from icl_jax.interventions import ablation, runner
-  from icl_jax.interventions.heatmaps import heatmap
+  from icl_jax.studies import ablation, accuracy
+  from icl_jax.studies.study import check_choices, parse_floats
+  from icl_jax.analysis.heatmaps import heatmap
   from icl_jax.interventions.spec import make_cells
 
   tasks, modes = common.parse_task_flags()
-  positions = runner.check_choices(F.positions, POSITIONS, "--positions")
-  noise = {"faithful": (F.faithful_noise, runner.parse_floats(
+  positions = check_choices(F.positions, POSITIONS, "--positions")
+  noise = {"faithful": (F.faithful_noise, parse_floats(
       F.faithful_scales, "--faithful_scales")),
-           "aligned": (F.aligned_noise, runner.parse_floats(
+           "aligned": (F.aligned_noise, parse_floats(
                F.aligned_scales, "--aligned_scales"))}
   if F.act_prompts < 1:
     raise ValueError("--act_prompts must be >= 1")
@@ -119,7 +115,7 @@ def main(argv):
                        "positions": sorted({int(p) for p in pos}),
                        "sigma_act": None if sigma_act is None
                        else sigma_act[l]})
-          specs.append((pos, l, sigma, runner.stable_seed(
+          specs.append((pos, l, sigma, accuracy.stable_seed(
               F.seed, tp.task, pos_name, l, s)))
 
     def cells(prompt_index, slots):

@@ -27,16 +27,12 @@ pca_<mode>.png at the study layer.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
-from icl_jax.tasks import CORE_TASKS  # noqa: E402
+from experiments import common
+from icl_jax.tasks import CORE_TASKS
 
 common.define_model_flags(
     10, "prompts per task",
@@ -56,7 +52,7 @@ FAITHFUL_SINGLE = ("last_demo_token", "separator_after_demo",
 
 
 def study_layers(n_layers):
-  from icl_jax.interventions.study import layer_at_fraction
+  from icl_jax.studies.layers import layer_at_fraction
 
   return [layer_at_fraction(14 / 28, n_layers)]
 
@@ -100,12 +96,12 @@ def main(argv):
   import icl_jax
   from icl_jax.analysis import figures, ontology, reference
   from icl_jax.analysis.results import RunDir, hold_run_dir, row_key
-  from icl_jax.interventions import study
+  from icl_jax.studies import study, layers, modes
   from icl_jax.tasks import get_task
 
   study.quiet_logs()
   t0 = time.time()
-  modes = study.parse_modes(F.mode)
+  modes = modes.parse_modes(F.mode)
   n = study.check_positive(F.n, "--n")
   tasks = sorted(set(F.tasks))
   for t in tasks:
@@ -121,10 +117,10 @@ def main(argv):
       from icl_jax.tasks import POSITION_SETS
       if pos not in POSITION_SETS:
         raise ValueError(f"--position {pos!r}: unknown aligned position set")
-  study.check_layers_early(F.layers, F.model, study_layers)
+  layers.check_layers_early(F.layers, F.model, study_layers)
   hold_run_dir(F.out_dir, EXPERIMENT)  # a second process is refused at once
   lm = icl_jax.load(F.model, dtype=F.dtype)
-  layers = study.parse_layers(F.layers, lm.n_layers, study_layers)
+  layers = layers.parse_layers(F.layers, lm.n_layers, study_layers)
   config = dict(model=F.model, tasks=tasks, n=n, position=F.position,
                 permutations=F.permutations, dtype=F.dtype)
   rd = RunDir(F.out_dir, EXPERIMENT, config, lm=lm)

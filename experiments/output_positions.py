@@ -29,14 +29,10 @@ original's layer 8). Plot: transfer vs number of output positions.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
+from icl_jax.studies.scoring import TaskScoring
 
 PAIRS = (("uppercase", "repeat_word"), ("uppercase", "length"),
          ("repeat_word", "length"))
@@ -59,7 +55,7 @@ def source_positions(tok, mode, setup, on_mismatch):
   maps every input/output source position to its target slot (with all
   slots allowed; out-of-range ones are dropped at build time).
   """
-  from icl_jax.interventions import plans
+  from icl_jax.studies import positions
 
   big = 1 << 30
   ep = setup.source_episodes[0]
@@ -68,17 +64,17 @@ def source_positions(tok, mode, setup, on_mismatch):
   lengths = [big] * len(setup.source_episodes)
   texts = [e.prompt().text for e in setup.source_episodes]
   if mode == "faithful":
-    inputs = plans.faithful_indices(tok, text, "input_only")
-    per_demo = [plans.faithful_indices(tok, text, f"output_line_{d}")
+    inputs = positions.faithful_indices(tok, text, "input_only")
+    per_demo = [positions.faithful_indices(tok, text, f"output_line_{d}")
                 for d in range(k)]
-    pm_all = plans.faithful_map(tok, texts, "all_demo", big, lengths)
+    pm_all = positions.faithful_map(tok, texts, "all_demo", big, lengths)
     return inputs, per_demo, pm_all
-  pm_in = plans.aligned_map(tok, setup.source_episodes,
+  pm_in = positions.aligned_map(tok, setup.source_episodes,
                             setup.target_episodes, "input_only", on_mismatch)
-  pm_out = plans.aligned_map(tok, setup.source_episodes,
+  pm_out = positions.aligned_map(tok, setup.source_episodes,
                              setup.target_episodes, "output_line",
                              on_mismatch)
-  lay = plans._layout(tok, ep)
+  lay = positions.layout(tok, ep)
   per_demo = [[s for s in pm_out.src_idx if lay.records[s].demo == d]
               for d in range(k)]
   return list(pm_in.src_idx), per_demo, pm_in.union(pm_out)
@@ -132,9 +128,9 @@ def part_b_cells(layers, per_demo):
 
 
 def subset_job(mode, setup, cells, inputs, pm_all, label):
-  from icl_jax.interventions import plans
+  from icl_jax.studies import plans, positions
 
-  scoring = plans.TaskScoring(setup.source_task, setup.target_task)
+  scoring = TaskScoring(setup.source_task, setup.target_task)
 
   def build(engine, targets, todo):
     resid, lengths = plans.capture_sources(engine, setup.source_episodes)
@@ -147,7 +143,7 @@ def subset_job(mode, setup, cells, inputs, pm_all, label):
         h = [b for b in h if s < lengths[b]]
         if t < targets.slots and h:
           kept.append((s, t, h))
-      pm = plans.PosMap([x[0] for x in kept], [x[1] for x in kept],
+      pm = positions.PosMap([x[0] for x in kept], [x[1] for x in kept],
                         [x[2] for x in kept])
       out.append(plans.replace_plan(
           resid, c["layer"], c["condition"], pm,
@@ -162,15 +158,15 @@ def build_jobs(tok, modes, pairs, n, layers, sizes, n_subsets, parts, seed,
                on_mismatch, log=print):
   import numpy as np
 
-  from icl_jax.interventions import plans
+  from icl_jax.studies import setups, layers
 
   jobs = []
   for mode in modes:
     rng = np.random.RandomState(42 + seed)
     objs = {}
-    setups_a = plans.make_setups(pairs, n, queries="target", seed=seed,
+    setups_a = setups.setup_pairs(pairs, n, queries="target", seed=seed,
                                  task_objects=objs)
-    setups_b = plans.make_setups(pairs, n, queries="target", seed=seed,
+    setups_b = setups.setup_pairs(pairs, n, queries="target", seed=seed,
                                  task_objects=objs)
     for sa, sb in zip(setups_a, setups_b):
       inputs, per_demo, pm_all = source_positions(tok, mode, sa, on_mismatch)
@@ -231,7 +227,7 @@ def plot(rows, path, model):
 
 def main(argv):
   del argv
-  from icl_jax.interventions import study
+  from icl_jax.studies import study, layers
 
   modes, pairs, n = common.parse_pair_flags()
   sizes = study.parse_ints(F.sizes, "--sizes", 1, None)
@@ -242,7 +238,7 @@ def main(argv):
   st = common.open_pair_study(
       EXPERIMENT, modes, pairs, n,
       dict(sizes=sizes, subsets=n_subsets, parts=sorted(parts)),
-      study_layers=study.study_fraction_layer, key_extra=("size", "subset"))
+      study_layers=layers.study_fraction_layer, key_extra=("size", "subset"))
   jobs = build_jobs(st.lm.tokenizer, modes, pairs, n, st.layers, sizes,
                     n_subsets, parts, F.seed, F.on_mismatch)
   rows = st.run(jobs)

@@ -17,15 +17,11 @@ layer), transfer_matrix_<mode>_by_layer.png (one 8x8 panel per layer).
 from __future__ import annotations
 
 import itertools
-import sys
-from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
-from icl_jax.tasks import CORE_TASKS  # noqa: E402
+from experiments import common
+from icl_jax.tasks import CORE_TASKS
 
 ALL_PAIRS = tuple(itertools.permutations(CORE_TASKS, 2))
 common.define_common_flags(default_pairs=ALL_PAIRS, default_n=10)
@@ -55,7 +51,7 @@ def split_counts(vals):
 def summarize(rows, n_layers):
   from collections import defaultdict
 
-  from icl_jax.interventions.study import STUDY_FRACTION, layer_at_fraction
+  from icl_jax.studies.layers import STUDY_FRACTION, layer_at_fraction
 
   groups = defaultdict(list)
   for r in rows:
@@ -117,8 +113,8 @@ def plot(rows, path_dir, model, n_layers, summary):
 
 def main(argv):
   del argv
-  from icl_jax.interventions import plans
-  from icl_jax.interventions.study import study_fraction_layer
+  from icl_jax.studies import plans, setups
+  from icl_jax.studies.layers import study_fraction_layer
 
   modes, pairs, n = common.parse_pair_flags()
   common.check_conditions(F.conditions, modes)
@@ -127,7 +123,7 @@ def main(argv):
                               study_layers=study_fraction_layer)
   jobs = [plans.transfer_job(mode, setup, st.layers, F.conditions,
                              on_mismatch=F.on_mismatch)
-          for mode in modes for setup in plans.make_setups(pairs, n,
+          for mode in modes for setup in setups.setup_pairs(pairs, n,
                                                            seed=F.seed)]
   rows = st.run(jobs)
   summary = summarize(rows, st.n_layers)

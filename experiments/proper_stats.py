@@ -20,14 +20,9 @@ summary.json, transfer_by_layer.png}.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 common.define_common_flags(default_pairs=common.EXP8_PAIRS, default_n=50)
 common.define_conditions_flag(
@@ -92,7 +87,7 @@ def write_csv(rows, path):
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.interventions import plans
+  from icl_jax.studies import plans, setups
 
   modes, pairs, n = common.parse_pair_flags()
   common.check_conditions(F.conditions, modes)
@@ -100,7 +95,7 @@ def main(argv):
                               dict(conditions=list(F.conditions)))
   jobs = []
   for mode in modes:
-    for setup in plans.make_setups(pairs, n, seed=F.seed):
+    for setup in setups.setup_pairs(pairs, n, seed=F.seed):
       jobs.append(plans.transfer_job(mode, setup, st.layers, F.conditions,
                                      on_mismatch=F.on_mismatch))
   rows = st.run(jobs, row_hook=add_intervals)

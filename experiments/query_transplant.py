@@ -19,14 +19,9 @@ preserve_by_layer.png).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 EXP9_PAIRS = (("uppercase", "sentiment"), ("linear_2x", "uppercase"),
               ("sentiment", "first_letter"), ("pattern_completion", "length"),
@@ -40,7 +35,7 @@ EXPERIMENT = "query_transplant"
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.interventions import single_position as sp
+  from icl_jax.studies import single_position as sp
 
   pairs, modes = common.parse_pairs_and_modes()
   lm, layers = common.load_model_and_layers(EXPERIMENT)

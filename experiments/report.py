@@ -14,12 +14,9 @@ See `icl_jax/analysis/report.py`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from absl import app, flags
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 flags.DEFINE_list("results", ["runs"], "result directories (one per model "
                   "run, or a parent of several)")

@@ -21,14 +21,9 @@ space already "transfers" on about half of the inputs (protocol 11.2.5).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
 
 VARIANTS = ("sentiment", "sentiment_goodbad", "sentiment_symbol")
 VARIANT_PAIRS = (("sentiment", "sentiment_goodbad"),
@@ -52,14 +47,14 @@ def is_variant_pair(s, t):
 
 
 def build_jobs(modes, pairs, n, layers, seed, on_mismatch):
-  from icl_jax.interventions import plans
+  from icl_jax.studies import plans, setups
 
   jobs = []
   for mode in modes:
     objs = {}  # one Task object per task across the pairs (RNG replay)
     for s, t in pairs:
       q = "source" if is_variant_pair(s, t) else "target"
-      setup = plans.make_setups([(s, t)], n, queries=q, seed=seed,
+      setup = setups.setup_pairs([(s, t)], n, queries=q, seed=seed,
                                 task_objects=objs)[0]
       jobs.append(plans.transfer_job(
           mode, setup, layers, ["all_demo"], on_mismatch=on_mismatch,
@@ -92,7 +87,7 @@ def summarize(rows):
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.interventions.study import study_fraction_layer
+  from icl_jax.studies.layers import study_fraction_layer
 
   modes, pairs, n = common.parse_pair_flags()
   st = common.open_pair_study(EXPERIMENT, modes, pairs, n,

@@ -30,14 +30,12 @@ the model's depth) or a comma list. Results: <out_dir>/<experiment>/.
 from __future__ import annotations
 
 import itertools
-import sys
-from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
+from icl_jax.studies.modes import parse_modes
+from icl_jax.studies.study import parse_pairs
 
 EXP5_PAIRS = (("uppercase", "sentiment"), ("linear_2x", "pattern_completion"),
               ("sentiment", "linear_2x"), ("first_letter", "antonym"))
@@ -58,9 +56,10 @@ def main(argv):
   del argv
   from absl import logging as absl_logging
 
-  from icl_jax.interventions import runner, single_position as sp
-  from icl_jax.interventions.heatmaps import heatmap, pair_label
-  from icl_jax.interventions.transfer import SINGLE_POSITION
+  from icl_jax.studies import single_position as sp
+  from icl_jax.studies.study import check_choices
+  from icl_jax.analysis.heatmaps import heatmap, pair_label
+  from icl_jax.studies.transfer import SINGLE_POSITION
   from icl_jax.tasks import CORE_TASKS
 
   absl_logging.set_verbosity(absl_logging.WARNING)
@@ -68,10 +67,10 @@ def main(argv):
   if exp == "transplant" and not F["pairs"].present:
     pairs = list(itertools.product(CORE_TASKS, CORE_TASKS))  # 64, diagonal
   else:
-    pairs = common.parse_pairs(F.pairs)
-  conditions = runner.check_choices(F.conditions, SINGLE_POSITION,
+    pairs = parse_pairs(F.pairs)
+  conditions = check_choices(F.conditions, SINGLE_POSITION,
                                     "--conditions")
-  modes = common.modes(F.mode)
+  modes = parse_modes(F.mode)
   controls = (exp == "transplant") if F.controls is None else F.controls
   control_tasks = list(dict.fromkeys(t for p in pairs for t in p))
   lm, layers = common.load_model_and_layers(exp)

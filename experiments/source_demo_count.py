@@ -23,14 +23,10 @@ Rows carry `source_k`; plot transfer_by_layer.png (one line per k).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
+from icl_jax.studies.scoring import TaskScoring
 
 PAIRS = (("uppercase", "repeat_word"), ("uppercase", "length"),
          ("repeat_word", "length"))
@@ -60,12 +56,12 @@ def k_setup(setup, k: int, padded: bool):
 
 def k_job(mode, setup, layers, ks, padded, on_mismatch):
   """One job per (mode, pair): all k x layers cells on one target set."""
-  from icl_jax.interventions import plans
+  from icl_jax.studies import plans, positions, layers
 
   cond = "all_demo/padded" if padded else "all_demo"
   cells = [{"layer": int(l), "condition": cond, "source_k": int(k)}
            for k in ks for l in layers]
-  scoring = plans.TaskScoring(setup.source_task, setup.target_task)
+  scoring = TaskScoring(setup.source_task, setup.target_task)
 
   def build(engine, targets, todo):
     out, cache = [], {}
@@ -75,17 +71,17 @@ def k_job(mode, setup, layers, ks, padded, on_mismatch):
         sub = k_setup(setup, k, padded)
         resid, lengths = plans.capture_sources(engine, sub.source_episodes)
         if mode == "faithful":
-          pm = plans.faithful_map(
+          pm = positions.faithful_map(
               engine.lm.tokenizer,
               [e.prompt().text for e in sub.source_episodes], "all_demo",
               targets.slots, lengths, k=len(sub.source_episodes[0].demos))
         else:
-          pm = plans.aligned_map(engine.lm.tokenizer, sub.source_episodes,
+          pm = positions.aligned_map(engine.lm.tokenizer, sub.source_episodes,
                                  setup.target_episodes, "all_demo",
                                  on_mismatch)
           if padded:  # patch only the k source-task demos
             keep = set()
-            lay = plans._layout(engine.lm.tokenizer, sub.source_episodes[0])
+            lay = positions.layout(engine.lm.tokenizer, sub.source_episodes[0])
             for r in lay.records:
               if r.segment == "demo" and r.demo < k:
                 keep.add(r.index)
@@ -104,17 +100,17 @@ def k_job(mode, setup, layers, ks, padded, on_mismatch):
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.interventions import plans, study
+  from icl_jax.studies import study, setups, layers
 
   modes, pairs, n = common.parse_pair_flags()
   ks = study.parse_ints(F.source_k, "--source_k", 1, 5)
   st = common.open_pair_study(
       EXPERIMENT, modes, pairs, n,
       dict(source_k=ks, pad_source_demos=F.pad_source_demos),
-      study_layers=study.study_fraction_layer, key_extra=("source_k",))
+      study_layers=layers.study_fraction_layer, key_extra=("source_k",))
   jobs = []
   for mode in modes:
-    for setup in plans.make_setups(pairs, n, queries="target", seed=F.seed):
+    for setup in setups.setup_pairs(pairs, n, queries="target", seed=F.seed):
       jobs.append(k_job(mode, setup, st.layers, ks, False, F.on_mismatch))
       if F.pad_source_demos:
         jobs.append(k_job(mode, setup, st.layers, ks, True, F.on_mismatch))

@@ -8,7 +8,7 @@ r"""Generic vectorized ablation / patching sweep.
     python experiments/sweep.py --target=uppercase --edit=noise --sigma=3 \
         --relative_noise --positions=first_query_token --layers=0,2,4,6,8
 
-    # your own prompts (see icl_jax/interventions/prompt_files.py)
+    # your own prompts (see icl_jax/studies/prompt_files.py)
     python experiments/sweep.py --source=src.txt --target=tgt.txt \
         --mode=aligned --positions=output_only --experiment=my_sweep
 
@@ -18,7 +18,7 @@ is one batch of cells):
   --model       any supported model (embedded name, .gguf, HF directory)
   --pairs       source:target task pairs, or --source/--target: a task name
                 or a prompt file (.txt with marked spans, .jsonl); the
-                format is documented in icl_jax/interventions/prompt_files.py
+                format is documented in icl_jax/studies/prompt_files.py
   --edit        replace (source activations; the study's transplant), add
                 (source activations x --scale added), noise (Gaussian,
                 --sigma, --relative_noise = in units of the residual's RMS at
@@ -41,7 +41,7 @@ is one batch of cells):
   --layers      all (default), study, or a comma list
   --mode        faithful | aligned | both
 
-Prompt files (full spec in icl_jax/interventions/prompt_files.py):
+Prompt files (full spec in icl_jax/studies/prompt_files.py):
 
   .txt    one prompt per line, "\n" escapes, demo answers in [[...]], demo
           inputs in {{...}} (optional), the query input in <<...>>
@@ -64,14 +64,12 @@ edits).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
+from icl_jax.studies.scoring import AnswerScoring, TaskScoring
 
 common.define_common_flags(default_pairs=(("uppercase", "repeat_word"),),
                            default_n=10)
@@ -105,14 +103,13 @@ class MixedScoring:
   preserve from the target file's answers or the target task."""
 
   def __init__(self, source, target, source_is_task, target_is_task):
-    from icl_jax.interventions import plans
     from icl_jax.tasks import get_task
 
     self.source_task, self.target_task = source, target
-    self._task = plans.TaskScoring(source if source_is_task else None,
+    self._task = TaskScoring(source if source_is_task else None,
                                    target) if target_is_task else None
     self._src = get_task(source) if source_is_task else None
-    self._file = plans.AnswerScoring(source, target)
+    self._file = AnswerScoring(source, target)
     self.target_is_task = target_is_task
 
   def judge(self, ep, text):
@@ -129,7 +126,7 @@ class MixedScoring:
 
 def resolve_side(arg, n, fmt, k):
   """(name, is_task, prompts or None)."""
-  from icl_jax.interventions import prompt_files
+  from icl_jax.studies import prompt_files
   from icl_jax.tasks import UnknownTaskError, get_task
 
   try:
@@ -146,7 +143,7 @@ def make_jobs(st, modes, sides, positions, n, edit, sigma, relative, scale,
               k, source_queries, on_mismatch, seed, fmt):
   import numpy as np
 
-  from icl_jax.interventions import plans
+  from icl_jax.studies import positions, setups, modes
   from icl_jax.tasks import get_task, make_episodes
 
   jobs = []
@@ -154,7 +151,7 @@ def make_jobs(st, modes, sides, positions, n, edit, sigma, relative, scale,
     objs = {}
     for (src, src_task, src_prompts), (tgt, tgt_task, tgt_prompts) in sides:
       if src_task and tgt_task and src is not None:
-        setup = plans.make_setups([(src, tgt)], n, k_source=k, k_target=k,
+        setup = setups.setup_pairs([(src, tgt)], n, k_source=k, k=k,
                                   queries=source_queries, seed=seed,
                                   task_objects=objs)[0]
       else:
@@ -167,7 +164,7 @@ def make_jobs(st, modes, sides, positions, n, edit, sigma, relative, scale,
         if src is not None:
           src_eps = (make_episodes(objs.setdefault(src, get_task(src)), n,
                                    k=k) if src_task else src_prompts)
-        setup = plans.PairSetup(src, tgt, src_eps, tgt_eps)
+        setup = setups.PairSetup(src, tgt, src_eps, tgt_eps)
       if fmt.name != "study":
         setup = _reformat(setup, fmt)
       scoring = MixedScoring(src, tgt, src_task, tgt_task)
@@ -180,7 +177,7 @@ def _reformat(setup, fmt):
   """Task episodes rendered in another prompt format."""
   import dataclasses
 
-  from icl_jax.interventions.prompt_files import FilePrompt
+  from icl_jax.studies.prompt_files import FilePrompt
   from icl_jax.tasks import build_prompt
 
   def conv(eps):
@@ -201,7 +198,7 @@ def _reformat(setup, fmt):
 
 def _job(mode, setup, scoring, layers, positions, edit, sigma, relative,
          scale, on_mismatch, k, seed, np):
-  from icl_jax.interventions import plans
+  from icl_jax.studies import plans, positions
 
   cells = [{"layer": int(l), "condition": p} for p in positions
            for l in layers]
@@ -234,7 +231,7 @@ def _job(mode, setup, scoring, layers, positions, edit, sigma, relative,
         if pos == "all_tokens":
           maps[pos] = list(range(targets.slots))
         else:
-          maps[pos] = plans.target_positions(tok, mode,
+          maps[pos] = positions.target_positions(tok, mode,
                                              setup.target_episodes, pos,
                                              targets.slots, k)
       idx = maps[pos]
@@ -269,12 +266,12 @@ def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
   from icl_jax.analysis.results import check_path_part
-  from icl_jax.interventions import plans, study
+  from icl_jax.studies import study, positions, modes
   from icl_jax.tasks import ARROW_FORMAT, STUDY_FORMAT
 
   study.quiet_logs()
   check_path_part(F.experiment, "--experiment")  # stays under --out_dir
-  modes = study.parse_modes(F.mode)
+  modes = modes.parse_modes(F.mode)
   n = study.check_positive(F.n, "--n")
   study.check_positive(F.max_new_tokens, "--max_new_tokens")
   fmt = ARROW_FORMAT if F.prompt_format == "arrow" else STUDY_FORMAT
@@ -285,7 +282,7 @@ def main(argv):
   for p in F.positions:
     for m in modes:
       if p != "all_tokens":
-        plans.check_condition(p, m)
+        positions.check_condition(p, m)
   if F.positions and "all_tokens" in F.positions and F.edit in SOURCE_EDITS:
     raise ValueError("position set 'all_tokens' is for source-free edits")
   if F.target or F.source:
@@ -316,7 +313,7 @@ def main(argv):
                              "honey").text
       for p in F.positions:
         if p != "all_tokens":
-          plans.check_condition(p, "faithful", lm.tokenizer, example, F.k)
+          positions.check_condition(p, "faithful", lm.tokenizer, example, F.k)
 
   config = dict(
       sides=[[s[0], t[0]] for s, t in sides],

@@ -46,15 +46,13 @@ features_<k>shot.npz.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
+from icl_jax.studies.layers import parse_layers
 
 common.define_task_flags(40, "prompts per task and shot count")
 flags.DEFINE_list("shots", ["1", "4", "10"], "demos per prompt")
@@ -469,7 +467,7 @@ def run(lm, *, model, task_names, shots, n, layers, seed, knn, peak_shots,
 
 def main(argv):
   del argv
-  from icl_jax.interventions.study import quiet_logs
+  from icl_jax.studies.study import quiet_logs
 
   quiet_logs()
   task_names = common.task_names()
@@ -477,7 +475,7 @@ def main(argv):
   if any(s < 1 for s in shots):
     raise ValueError("--shots must be >= 1")
   lm = common.load_model(EXPERIMENT)
-  layers = common.parse_layers(F.layers, lm.n_layers)
+  layers = parse_layers(F.layers, lm.n_layers)
   _, a = run(lm, model=F.model, task_names=task_names, shots=shots, n=F.n,
              layers=layers, seed=F.seed, knn=F.knn, peak_shots=F.peak_shots,
              out_dir=F.out_dir, logistic=F.logistic, batch_size=F.batch_size,

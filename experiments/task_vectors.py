@@ -36,15 +36,12 @@ changed, examples), summary.json, task_vectors.png, vectors.npz.
 from __future__ import annotations
 
 import random
-import sys
 import time
-from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
+from icl_jax.studies.layers import parse_layers
 
 common.define_task_flags(
     30, "target prompts per task", layers="mid",
@@ -66,14 +63,8 @@ F = flags.FLAGS
 
 EXPERIMENT = "task_vectors"
 NULLS = ("null_mean", "null_shuffled")
-MID_FRACTIONS = (0.2, 0.35, 0.5, 0.65)
-
-
-def parse_layers(spec, n_layers):
-  if spec == "mid":
-    return sorted({common.layer_at_fraction(f, n_layers)
-                   for f in MID_FRACTIONS})
-  return common.parse_layers(spec, n_layers)
+# --layers=mid: the layers at these depth fractions.
+MID_LAYERS = "frac:0.2,0.35,0.5,0.65"
 
 
 def _derangement(items, rng):
@@ -291,13 +282,15 @@ def run(lm, *, model, task_names, n, n_source, source_shots, target_shots,
 
 def main(argv):
   del argv
-  from icl_jax.interventions.study import quiet_logs
+  from icl_jax.studies.study import quiet_logs
 
   quiet_logs()
   task_names = common.task_names()
   bad = [c for c in F.nulls if c not in NULLS]
   if bad:
     raise ValueError(f"--nulls: unknown {bad}; known: {NULLS}")
+  if F.layers == "mid":
+    F.layers = MID_LAYERS
   lm = common.load_model(EXPERIMENT)
   layers = parse_layers(F.layers, lm.n_layers)
   _, s = run(lm, model=F.model, task_names=task_names, n=F.n,

@@ -24,16 +24,13 @@ similarity_vs_transfer.png. Re-running recomputes everything (cheap).
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from icl_jax.analysis.results import read_rows  # noqa: E402
-from icl_jax.tasks import CORE_TASKS  # noqa: E402
+from icl_jax.analysis.results import read_rows
+from icl_jax.tasks import CORE_TASKS
 
 flags.DEFINE_string("out_dir", "runs", "results root (reads pair_matrix/ and "
                     "ontology/ there; writes template_similarity/)")
@@ -131,11 +128,11 @@ def main(argv):
   from icl_jax.analysis import reference as R
   from icl_jax.analysis import similarity as S
   from icl_jax.analysis.results import RunDir
-  from icl_jax.interventions import study
+  from icl_jax.studies import study, modes
 
   t0 = time.time()
   pairs = study.parse_pairs(F.pairs)
-  modes = study.parse_modes(F.mode)
+  modes = modes.parse_modes(F.mode)
   tasks = sorted({t for p in pairs for t in p})
   features = {t: S.task_features(t) for t in tasks}
   out = Path(F.out_dir)
@@ -167,7 +164,7 @@ def main(argv):
     if r["model"] == REFERENCE_MODEL or r["condition"] != \
         "surface_vs_transfer":
       continue
-    from icl_jax.interventions.study import STUDY_FRACTION, layer_at_fraction
+    from icl_jax.studies.layers import STUDY_FRACTION, layer_at_fraction
     nl = r.get("n_layers")
     if nl and r["layer"] != layer_at_fraction(STUDY_FRACTION, nl):
       continue

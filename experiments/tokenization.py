@@ -34,17 +34,14 @@ Re-running recomputes everything (cheap).
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
-from icl_jax.analysis.results import read_rows  # noqa: E402
-from icl_jax.tasks import CORE_TASKS  # noqa: E402
+from experiments import common
+from icl_jax.analysis.results import read_rows
+from icl_jax.tasks import CORE_TASKS
 
 flags.DEFINE_string("model", "gemma3-270m", "model whose tokenizer to use")
 flags.DEFINE_string("out_dir", "runs", "results root")
@@ -191,12 +188,12 @@ def main(argv):
   from icl_jax.analysis import similarity as S
   from icl_jax.analysis.results import RunDir
   from icl_jax.convert.tokenizers import load_tokenizer
-  from icl_jax.interventions import study
+  from icl_jax.studies import study, modes
   from icl_jax.tasks import get_task
 
   t0 = time.time()
   pairs = study.parse_pairs(F.pairs)
-  modes = study.parse_modes(F.mode)
+  modes = modes.parse_modes(F.mode)
   for t in list(F.layout_tasks) + list(F.tasks):
     get_task(t)
   tok = load_tokenizer(F.model)

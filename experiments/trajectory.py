@@ -32,15 +32,13 @@ trajectory.png.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
+from icl_jax.studies.layers import parse_layers
+from icl_jax.studies.modes import parse_modes
 
 common.define_probe_flags(20, "prompts per task (the study: 20)")
 F = flags.FLAGS
@@ -235,12 +233,12 @@ def run(lm, *, model, mode_list, n, k, layers, seed, out_dir, batch_size=16,
 
 def main(argv):
   del argv
-  from icl_jax.interventions.study import quiet_logs
+  from icl_jax.studies.study import quiet_logs
 
   quiet_logs()
   lm = common.load_model(EXPERIMENT)
-  layers = common.parse_layers(F.layers, lm.n_layers)
-  mode_list = common.modes(F.mode)
+  layers = parse_layers(F.layers, lm.n_layers)
+  mode_list = parse_modes(F.mode)
   _, summary = run(lm, model=F.model, mode_list=mode_list, n=F.n, k=F.k,
                    layers=layers, seed=F.seed, out_dir=F.out_dir,
                    batch_size=F.batch_size)

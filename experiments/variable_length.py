@@ -20,14 +20,10 @@ gives the target-correct rate next to the transfer rate.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import common  # noqa: E402
+from experiments import common
+from icl_jax.studies.scoring import TaskScoring
 
 BASELINE_TASKS = ("repeat_n", "spell_out", "repeat_word", "uppercase",
                   "length")
@@ -45,7 +41,7 @@ PART_C = "all_demo/by_n"
 
 
 def study_layers(n_layers):
-  from icl_jax.interventions.study import layer_at_fraction
+  from icl_jax.studies.layers import layer_at_fraction
 
   return [layer_at_fraction(l / 28, n_layers) for l in STUDY_LAYERS_28]
 
@@ -77,26 +73,26 @@ def add_by_n(row: dict) -> dict:
 
 
 def build_jobs(modes, parts, pairs, n, layers, seed, on_mismatch):
-  from icl_jax.interventions import plans
+  from icl_jax.studies import plans, setups
   from icl_jax.tasks import get_task, make_episodes
 
   jobs = []
   for mode in modes:
     if "B" in parts:
-      for setup in plans.make_setups(pairs, n, queries="target", seed=seed):
+      for setup in setups.setup_pairs(pairs, n, queries="target", seed=seed):
         jobs.append(plans.transfer_job(mode, setup, layers, ["all_demo"],
                                        on_mismatch=on_mismatch))
     if "C" in parts:
       n_items = len(get_task("repeat_n").pool)
       src = get_task("repeat_word")
       tgt = get_task("repeat_n")
-      setup = plans.PairSetup(
+      setup = setups.PairSetup(
           "repeat_word", "repeat_n",
           make_episodes(src, n_items,
                         queries=src.generate_test_inputs(n_items)),
           make_episodes(tgt, n_items,
                         queries=tgt.generate_test_inputs(n_items)))
-      scoring = plans.TaskScoring("repeat_word", "repeat_n",
+      scoring = TaskScoring("repeat_word", "repeat_n",
                                   source_rule=twice_rule)
       jobs.append(plans.transfer_job(
           mode, setup, layers, ["all_demo"], on_mismatch=on_mismatch,

@@ -249,7 +249,7 @@ def test_dtype_change_is_refused(tmp_path):
 
 def test_dtype_change_is_refused_by_a_real_study(tiny_model_dir, tmp_path):
   import icl_jax
-  from icl_jax.interventions import study
+  from icl_jax.studies import study
 
   lm32 = icl_jax.load(str(tiny_model_dir), cache=False)
   st = study.open_study(experiment="x", model="tiny", out_dir=str(tmp_path),
@@ -373,7 +373,7 @@ def test_sweep_experiment_flag_is_checked(tmp_path, name):
 # ---------------------------------------------------------------------------
 
 def test_prompt_file_wrong_field_type_names_file_and_field(tmp_path):
-  from icl_jax.interventions import prompt_files as PF
+  from icl_jax.studies import prompt_files as PF
 
   f = tmp_path / "p.jsonl"
   f.write_text('{"demos": [["a", "A"]], "query": "b", "answer": 5}\n')
@@ -393,7 +393,7 @@ def test_prompt_file_wrong_field_type_names_file_and_field(tmp_path):
 
 
 def test_binary_prompt_file_names_the_file(tmp_path):
-  from icl_jax.interventions import prompt_files as PF
+  from icl_jax.studies import prompt_files as PF
 
   f = tmp_path / "prompts.txt"
   f.write_bytes(bytes(range(256)) * 4)
@@ -416,14 +416,14 @@ def test_bad_layers_fail_before_the_model_loads(tiny_model_dir, tmp_path):
 
 
 def test_model_depth_without_weights(tiny_model_dir, tmp_path):
-  from icl_jax.interventions import study
+  from icl_jax.studies import layers
 
-  assert study.model_depth(str(tiny_model_dir)) == 2
-  assert study.model_depth(str(tmp_path / "nothing")) is None
+  assert layers.model_depth(str(tiny_model_dir)) == 2
+  assert layers.model_depth(str(tmp_path / "nothing")) is None
   with pytest.raises(ValueError, match="outside the model"):
-    study.check_layers_early("0,5", str(tiny_model_dir))
-  study.check_layers_early("0,1", str(tiny_model_dir))
-  study.check_layers_early("study", str(tiny_model_dir))
+    layers.check_layers_early("0,5", str(tiny_model_dir))
+  layers.check_layers_early("0,1", str(tiny_model_dir))
+  layers.check_layers_early("study", str(tiny_model_dir))
 
 
 # ---------------------------------------------------------------------------

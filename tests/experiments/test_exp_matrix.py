@@ -309,7 +309,7 @@ def test_plans_equal_transfer_run_pair(tiny_model_dir, tmp_path):
   """The plan machinery reproduces transfer.run_pair cell for cell."""
   import icl_jax
   from icl_jax.analysis.results import RunDir
-  from icl_jax.interventions import plans, transfer
+  from icl_jax.studies import plans, transfer, setups
   from icl_jax.interventions.engine import Engine
 
   lm = icl_jax.load(str(tiny_model_dir), cache=False)
@@ -317,9 +317,9 @@ def test_plans_equal_transfer_run_pair(tiny_model_dir, tmp_path):
   pairs = [("uppercase", "repeat_word")]
   conds = ["all_demo", "output_only"]
   for mode in ("faithful", "aligned"):
-    ref = transfer.run_pair(engine, transfer.setup_pairs(pairs, 2)[0], [0, 1],
+    ref = transfer.run_pair(engine, setups.setup_pairs(pairs, 2)[0], [0, 1],
                             conds, mode, experiment="x", model="m")
-    setup = plans.make_setups(pairs, 2)[0]
+    setup = setups.setup_pairs(pairs, 2)[0]
     rd = RunDir(tmp_path / mode, "x", {})
     got = plans.run_jobs(engine, rd, [plans.transfer_job(
         mode, setup, [0, 1], conds)], experiment="x", model="m",
@@ -337,10 +337,10 @@ def test_plans_equal_transfer_run_pair(tiny_model_dir, tmp_path):
 
 
 def test_make_setups_query_sources():
-  from icl_jax.interventions import plans
+  from icl_jax.studies import setups
   from icl_jax.tasks import get_task
 
-  own, tgt, src = (plans.make_setups([("uppercase", "repeat_word")], 3,
+  own, tgt, src = (setups.setup_pairs([("uppercase", "repeat_word")], 3,
                                      queries=q)[0]
                    for q in ("own", "target", "source"))
   first = get_task("uppercase").generate_test_inputs(3)
@@ -351,20 +351,20 @@ def test_make_setups_query_sources():
   assert [e.query for e in src.target_episodes] == [
       e.query for e in src.source_episodes]
   # Call order: a task used twice advances its RNG.
-  a, b = plans.make_setups([("uppercase", "length"), ("uppercase", "length")],
+  a, b = setups.setup_pairs([("uppercase", "length"), ("uppercase", "length")],
                            3)
   t = get_task("uppercase")
   c1, c2 = t.generate_test_inputs(3), t.generate_test_inputs(3)
   assert [e.query for e in a.source_episodes] == c1
   assert [e.query for e in b.source_episodes] == c2
   # k demos for the source only
-  s = plans.make_setups([("uppercase", "repeat_word")], 2, k_source=2)[0]
+  s = setups.setup_pairs([("uppercase", "repeat_word")], 2, k_source=2)[0]
   assert len(s.source_episodes[0].demos) == 2
   assert len(s.target_episodes[0].demos) == 5
 
 
 def test_posmap_select_and_union():
-  from icl_jax.interventions.plans import PosMap
+  from icl_jax.studies.plans import PosMap
 
   a = PosMap([1, 2, 3], [11, 12, 13], [[0], [0, 1], [1]])
   s = a.select([3, 1])
@@ -374,7 +374,7 @@ def test_posmap_select_and_union():
 
 
 def test_control_values():
-  from icl_jax.interventions.controls import (norm_matched_noise,
+  from icl_jax.studies.controls import (norm_matched_noise,
                                               shuffled_values)
 
   rng = np.random.RandomState(0)
@@ -449,7 +449,7 @@ def test_reference_tables_parse():
 
 
 def test_prompt_file_marked_format_matches_study_spans(tmp_path):
-  from icl_jax.interventions import prompt_files as PF
+  from icl_jax.studies import prompt_files as PF
   from icl_jax.tasks import build_prompt
 
   line = ("Input: {{apple}}\\nOutput: [[APPLE]]\\n\\nInput: {{brain}}\\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import icl_jax
-from icl_jax.interventions import transfer
+from icl_jax.studies import transfer, setups
 from icl_jax.interventions.engine import Engine
 from icl_jax.interventions.naive import naive_patched_generate
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_faithful_transfer_cells_equal_naive_loop():
   lm = icl_jax.load("gemma3-270m")
   engine = Engine(lm, max_new_tokens=6, stop="line", timing="prefill")
-  setup = transfer.setup_pairs([("uppercase", "repeat_word")], 3)[0]
+  setup = setups.setup_pairs([("uppercase", "repeat_word")], 3)[0]
   prompts = [e.prompt().text for e in setup.target_episodes]
   targets = engine.prepare(prompts=prompts)
   cells, meta = transfer.build_cells(engine, setup, targets, [4, 12],

@@ -27,157 +27,16 @@ Rows follow DESIGN.md's results format.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Sequence
-
 import numpy as np
 
 from icl_jax.interventions.engine import Engine
-from icl_jax.interventions.spec import CellBatch, make_cells
+from icl_jax.interventions.spec import make_cells
 from icl_jax import tasks as T
-
-MODES = ("faithful", "aligned")
-# Study condition names -> aligned layout set names.
-ALIGNED_SETS = {
-    "all_demo": "all_demo", "output_only": "output_only",
-    "input_only": "input_only", "last_demo": "last_demo",
-    "last_demo_token": "last_demo_answer_token",
-    "separator_after_demo": "last_demo_separator",
-    "first_query_token": "first_query_token",
-    "answer_tokens": "answer_tokens",
-}
-SINGLE_POSITION = ("last_demo_token", "separator_after_demo",
-                   "first_query_token")
-
-
-@dataclasses.dataclass
-class PairSetup:
-  """Prompts of one (source, target) pair, built with the study's RNG order."""
-
-  source_task: str
-  target_task: str
-  source_episodes: list
-  target_episodes: list
-
-
-def setup_pairs(pairs: Sequence[tuple[str, str]], n: int, k: int = 5,
-                demo_mode: str = "fixed", seed: int = 0,
-                source_queries: str = "source", *,
-                shared_queries: str | None = None,
-                source_calls: str = "per_pair", n_source: int | None = None,
-                k_source: int | None = None) -> list[PairSetup]:
-  """Episodes for each pair, replaying the study's call order.
-
-  One Task object per task for the whole run (as the scripts did); per pair
-  the source task's RNG is called, then the target's. `source_queries`:
-  "source" (exp8: the source task's own test inputs) or "target" (exp30/31:
-  source prompts use the target's test inputs).
-
-  Keyword options (defaults keep the exp8 behaviour):
-    shared_queries: "source" or "target": only that task's RNG is called for
-      the pair and both prompts use its test inputs (exp15 Part A: target
-      prompts get the source's inputs; exp13 / exp15 Part B: the source
-      prompt gets the target's).
-    source_calls: "per_pair" (above) or "once": every distinct source task's
-      RNG is called once, before any pair, in order of first appearance
-      (exp3/exp4 computed one task vector per task at start-up), and each
-      pair then only calls its target's RNG.
-    n_source: number of source episodes (first n_source queries; default
-      n). exp13/15 used one source prompt.
-    k_source: demos in the source prompts (default k).
-  """
-  if shared_queries not in (None, "source", "target"):
-    raise ValueError(f"shared_queries must be None, 'source' or 'target', "
-                     f"got {shared_queries!r}")
-  if source_calls not in ("per_pair", "once"):
-    raise ValueError(f"source_calls must be 'per_pair' or 'once', got "
-                     f"{source_calls!r}")
-  if source_queries not in ("source", "target"):
-    raise ValueError(f"source_queries must be 'source' or 'target', got "
-                     f"{source_queries!r}")
-  objs: dict[str, T.Task] = {}
-
-  def task(name):
-    if name not in objs:
-      objs[name] = T.get_task(name)
-    return objs[name]
-
-  n_src = n if n_source is None else int(n_source)
-  k_src = k if k_source is None else int(k_source)
-  once: dict[str, list[str]] = {}
-  if source_calls == "once":
-    for s, _ in pairs:
-      if s not in once:
-        once[s] = task(s).generate_test_inputs(n)
-  out = []
-  for s, t in pairs:
-    if shared_queries == "source":
-      src_q = once[s] if s in once else task(s).generate_test_inputs(n)
-      tgt_q = src_q
-    elif shared_queries == "target":
-      tgt_q = task(t).generate_test_inputs(n)
-      src_q = tgt_q
-    else:
-      src_q = once[s] if s in once else task(s).generate_test_inputs(n)
-      tgt_q = task(t).generate_test_inputs(n)
-      if source_queries == "target":
-        src_q = tgt_q
-    out.append(PairSetup(
-        s, t,
-        T.make_episodes(task(s), n_src, k=k_src, demo_mode=demo_mode,
-                        seed=seed, queries=list(src_q[:n_src])),
-        T.make_episodes(task(t), n, k=k, demo_mode=demo_mode, seed=seed + 1,
-                        queries=list(tgt_q))))
-  return out
-
-
-def _faithful_indices(tok, prompt_text: str, condition: str, k: int):
-  pos = T.faithful_positions(tok, prompt_text, n_demos=k)
-  if condition not in pos:
-    raise ValueError(f"unknown faithful condition {condition!r}; known: "
-                     f"{sorted(pos)}")
-  return pos[condition]
-
-
-def position_sets(tok, episodes, condition: str, mode: str,
-                  k: int = 5) -> list[list[int]]:
-  """Per episode, the token indices of `condition` in its own prompt.
-
-  faithful: the study's finders (`faithful_positions`, absolute indices into
-  the BOS-prefixed sequence); aligned: the named layout set
-  (`ALIGNED_SETS` maps the study's names, e.g. last_demo_token -> the last
-  demo's final answer token).
-  """
-  out = []
-  for e in episodes:
-    if mode == "faithful":
-      out.append(list(_faithful_indices(tok, e.prompt().text, condition, k)))
-    elif mode == "aligned":
-      lay = T.token_layout(tok, e.prompt())
-      name = ALIGNED_SETS.get(condition, condition)
-      out.append(lay.indices(lay.mask(name)).tolist())
-    else:
-      raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
-  return out
-
-
-def shared_target_indices(tok, episodes, condition: str, mode: str,
-                          k: int = 5) -> list[int]:
-  """The indices of `condition` in the target prompts, which must agree.
-
-  The engine patches one mask per cell over all target prompts; with the
-  study's fixed demos every demo/first-query position is the same index in
-  every prompt of a task. Prompts that disagree raise (run them as separate
-  target sets).
-  """
-  sets = position_sets(tok, episodes, condition, mode, k)
-  first = sets[0]
-  for e, s in zip(episodes, sets):
-    if s != first:
-      raise ValueError(
-          f"target prompts disagree on {condition!r} ({mode}): {first} for "
-          f"{episodes[0].query!r} but {s} for {e.query!r}")
-  return first
+from icl_jax.studies.modes import ALIGNED_SETS, MODES, SINGLE_POSITION
+from icl_jax.studies.positions import (faithful_indices, position_sets,
+                                      shared_target_indices)
+from icl_jax.studies.scoring import TaskScoring, classify, is_malformed
+from icl_jax.studies.setups import PairSetup, setup_pairs
 
 
 def _pair_single(src: list[int], tgt: list[int]):
@@ -266,7 +125,7 @@ def build_cells(engine: Engine, setup: PairSetup, targets, layers,
       continue
     if mode == "faithful":
       # Per source prompt its own indices; mean per index over the prompts.
-      idx_sets = [_faithful_indices(tok, p, cond, k) for p in src_prompts]
+      idx_sets = [faithful_indices(tok, p, cond, k) for p in src_prompts]
       all_idx = sorted(set().union(*map(set, idx_sets)))
       tgt_idx = [i for i in all_idx if i < Tt]
       src_idx = tgt_idx
@@ -294,39 +153,6 @@ def build_cells(engine: Engine, setup: PairSetup, targets, layers,
   return cells, meta
 
 
-def _malformed(task: str, output: str, x: str) -> bool:
-  """Faithful judge says malformed, or cannot score the input at all."""
-  from icl_jax.tasks import scoring
-
-  try:
-    return T.get_task(task).judge(output, x) == scoring.MALFORMED
-  except Exception:  # pylint: disable=broad-except
-    return True
-
-
-def classify_order(output: str, x: str, source_task: str, target_task: str,
-                   scorer: str, order: str = "source_first") -> str:
-  """`tasks.classify` with a choice of which task is checked first.
-
-  source_first: the study's rule (transfer wins ties). target_first: exp4's
-  interpolation reading (P(A correct), then P(B correct | not A)): the target
-  task wins ties. Strict scoring reports ties as "both" either way.
-  """
-  if order == "source_first":
-    return T.classify(output, x, source_task, target_task, scorer=scorer)
-  if order != "target_first":
-    raise ValueError(f"unknown order {order!r}")
-  src_ok = T.is_correct(source_task, output, x, scorer)
-  tgt_ok = T.is_correct(target_task, output, x, scorer)
-  if scorer == "strict" and src_ok and tgt_ok:
-    return T.BOTH
-  if tgt_ok:
-    return T.PRESERVE
-  if src_ok:
-    return T.TRANSFER
-  return T.NEITHER
-
-
 def score_rows(setup: PairSetup, texts_per_cell, scorer: str,
                order: str = "source_first", extract=None):
   """Per cell: counts of transfer/preserve/neither/both and examples.
@@ -336,7 +162,7 @@ def score_rows(setup: PairSetup, texts_per_cell, scorer: str,
   for the study's D1 decoder). Counts also hold "malformed" (a subset of
   neither: both faithful judges say malformed or cannot score; exp3).
   """
-  src_task = T.get_task(setup.source_task)
+  judge = TaskScoring(setup.source_task, setup.target_task).judge
   out = []
   for texts in texts_per_cell:
     counts = {T.TRANSFER: 0, T.PRESERVE: 0, T.NEITHER: 0, T.BOTH: 0,
@@ -344,20 +170,15 @@ def score_rows(setup: PairSetup, texts_per_cell, scorer: str,
     examples = []
     for ep, text in zip(setup.target_episodes, texts):
       shown = text if extract is None else extract(text)
-      label = classify_order(shown, ep.query, setup.source_task,
-                             setup.target_task, scorer, order)
+      j = judge(ep, shown)
+      label = classify(j, scorer, order)
       counts[label] += 1
-      if label == T.NEITHER and _malformed(setup.source_task, shown,
-                                           ep.query) and _malformed(
-                                               setup.target_task, shown,
-                                               ep.query):
+      if label == T.NEITHER and all(
+          is_malformed(t, shown, ep.query)
+          for t in (setup.source_task, setup.target_task)):
         counts["malformed"] += 1
-      try:
-        exp_src = src_task.answer(ep.query)
-      except Exception:  # the source rule may not apply to target inputs
-        exp_src = None
       examples.append({"query": ep.query, "output": T.extract_d3(shown),
-                       "raw_output": text, "expected_source": exp_src,
+                       "raw_output": text, "expected_source": j.expected_source,
                        "expected_target": ep.expected, "label": label})
     out.append((counts, examples))
   return out
@@ -470,7 +291,7 @@ def run_instances(study, *, pairs, layers, modes, n: int,
                   n_source: int = 1, on_mismatch: str = "truncate", k: int = 5,
                   seed: int = 0, extra: dict | None = None):
   """exp13 / exp15: `run_instance_pair` for every pair and mode (D3 /
-  prefill decoding in both modes), appended to a `runner.Study`.
+  prefill decoding in both modes), appended to a `run.Study`.
 
   Source activations come from `n_source` source prompts (the study: one,
   whose query is the first test input of the task named by
@@ -480,7 +301,8 @@ def run_instances(study, *, pairs, layers, modes, n: int,
   engine = study.engine("prefill", "line")
   for mode in modes:
     setups = setup_pairs(pairs, n, k=k, seed=seed,
-                         shared_queries=shared_queries, n_source=n_source)
+                         queries="shared_" + shared_queries,
+                         n_source=n_source)
     for setup in setups:
       keys = [study.key(mode=mode, source_task=setup.source_task,
                         target_task=setup.target_task, layer=l, condition=c,
@@ -499,3 +321,52 @@ def run_instances(study, *, pairs, layers, modes, n: int,
         r["source_queries"] = [e.query for e in setup.source_episodes]
       study.add(rows)
       study.tick(note=f"{mode} {setup.source_task}->{setup.target_task}")
+
+
+def run_pairs(study, *, pairs, layers, modes, n: int, conditions,
+              on_mismatch: str = "truncate", seed: int = 0,
+              progress: bool = True) -> list[dict]:
+  """exp8 and the main job: `run_pair` for every mode and pair into a
+  `run.Study` (its engine at the run's timing); finished cells are skipped,
+  each pair's new rows are appended as it finishes."""
+  engine = study.engine()
+  for mode in modes:
+    for setup in setup_pairs(pairs, n, seed=seed):
+      keys = [study.key(mode=mode, source_task=setup.source_task,
+                        target_task=setup.target_task, layer=l, condition=c)
+              for c in conditions for l in layers]
+      todo_layers = sorted({k[4] for k in study.pending(keys)})
+      if not todo_layers:
+        continue
+      print(f"[{mode}] {setup.source_task} -> {setup.target_task}: "
+            f"{len(todo_layers)} layers x {len(conditions)} conditions x "
+            f"{n} prompts", flush=True)
+      study.add(run_pair(engine, setup, todo_layers, conditions, mode,
+                         experiment=study.experiment, model=study.model,
+                         on_mismatch=on_mismatch, progress=progress))
+  return study.rows()
+
+
+def run_pair_study(lm, *, experiment: str, model: str, out_dir: str, pairs,
+                   layers, modes, n: int, conditions, max_new_tokens: int,
+                   on_mismatch: str = "truncate", seed: int = 0,
+                   timing: str = "prefill", progress: bool = True):
+  """Opens `<out_dir>/<experiment>`, runs `run_pairs`, plots transfer by
+  layer and writes summary.json; returns the model's rows."""
+  from icl_jax.analysis.plots import transfer_by_layer
+  from icl_jax.studies.run import Study
+
+  config = dict(model=model, pairs=[list(p) for p in pairs], layers=layers,
+                modes=modes, n=n, conditions=list(conditions),
+                max_new_tokens=max_new_tokens, on_mismatch=on_mismatch,
+                seed=seed, timing=timing)
+  study = Study(lm, experiment=experiment, model=model, config=config,
+                out_dir=out_dir, max_new_tokens=max_new_tokens, timing=timing,
+                layers=layers, modes=modes, progress=False)
+  rows = run_pairs(study, pairs=pairs, layers=layers, modes=modes, n=n,
+                   conditions=conditions, on_mismatch=on_mismatch, seed=seed,
+                   progress=progress)
+  transfer_by_layer(rows, study.path / "transfer_by_layer.png",
+                    title=f"{experiment} on {model}")
+  study.finish()
+  return rows

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from icl_jax.interventions import plans
+from icl_jax.studies import plans, positions
+from icl_jax.studies.scoring import TaskScoring
 
 CONTROLS = ("true_source", "random_source", "shuffled", "noise")
 
@@ -51,10 +52,10 @@ def controls_job(mode: str, setup, third_episodes, third_task: str,
   """A job with len(controls) x len(layers) cells for one pair."""
   unknown = [c for c in controls if c not in CONTROLS]
   if unknown:
-    raise plans.PlanError(f"unknown controls {unknown}; known: {CONTROLS}")
+    raise positions.PlanError(f"unknown controls {unknown}; known: {CONTROLS}")
   cells = [{"layer": int(l), "condition": c} for c in controls
            for l in layers]
-  scoring = plans.TaskScoring(setup.source_task, setup.target_task)
+  scoring = TaskScoring(setup.source_task, setup.target_task)
 
   def build(engine, targets, todo):
     tok = engine.lm.tokenizer
@@ -85,11 +86,11 @@ def controls_job(mode: str, setup, third_episodes, third_task: str,
         if third is None:
           t_resid, t_len = plans.capture_sources(engine, third_episodes)
           if mode == "faithful":
-            t_pm = plans.faithful_map(
+            t_pm = positions.faithful_map(
                 tok, [e.prompt().text for e in third_episodes], condition,
                 targets.slots, t_len)
           else:
-            t_pm = plans.aligned_map(tok, third_episodes,
+            t_pm = positions.aligned_map(tok, third_episodes,
                                      setup.target_episodes, condition,
                                      on_mismatch)
           third = (t_resid, t_pm)

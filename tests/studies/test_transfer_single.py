@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from icl_jax import tasks as T
-from icl_jax.interventions import ablation, runner, single_position, transfer
+from icl_jax.studies import ablation, accuracy, single_position, transfer, positions, setups, layers
 from icl_jax.interventions.engine import Engine
 
 
@@ -36,38 +36,38 @@ def lm(tok):
 
 def test_setup_pairs_options_replay_the_rng():
   # Default (exp8): source call, then target call, per pair.
-  a = transfer.setup_pairs([("uppercase", "repeat_word")], 3)[0]
+  a = setups.setup_pairs([("uppercase", "repeat_word")], 3)[0]
   assert [e.query for e in a.source_episodes] == ["honey", "frost", "badge"]
   assert [e.query for e in a.target_episodes] == ["honey", "frost", "badge"]
-  # shared_queries="target": only the target is called, one source prompt.
-  b = transfer.setup_pairs([("uppercase", "linear_2x")], 3,
-                           shared_queries="target", n_source=1)[0]
+  # queries="shared_target": only the target is called, one source prompt.
+  b = setups.setup_pairs([("uppercase", "linear_2x")], 3,
+                           queries="shared_target", n_source=1)[0]
   assert [e.query for e in b.target_episodes] == ["36", "29", "55"]
   assert [e.query for e in b.source_episodes] == ["36"]
   assert b.source_episodes[0].task == "uppercase"
-  # shared_queries="source": target prompts get the source's inputs.
-  c = transfer.setup_pairs([("linear_2x", "uppercase")], 2,
-                           shared_queries="source")[0]
+  # queries="shared_source": target prompts get the source's inputs.
+  c = setups.setup_pairs([("linear_2x", "uppercase")], 2,
+                           queries="shared_source")[0]
   assert [e.query for e in c.target_episodes] == ["36", "29"]
   # source_calls="once": the source is called once before the pairs, so a
   # task that is first a source and then a target gets its 2nd call.
-  d = transfer.setup_pairs([("uppercase", "sentiment"),
+  d = setups.setup_pairs([("uppercase", "sentiment"),
                             ("first_letter", "uppercase")], 2,
                            source_calls="once")
   assert [e.query for e in d[1].target_episodes] == ["crane", "pixel"]
   assert [e.query for e in d[0].source_episodes] == ["honey", "frost"]
-  e = transfer.setup_pairs([("uppercase", "sentiment")], 2, k=2, k_source=1)
+  e = setups.setup_pairs([("uppercase", "sentiment")], 2, k=2, k_source=1)
   assert len(e[0].source_episodes[0].demos) == 1
   assert len(e[0].target_episodes[0].demos) == 2
-  with pytest.raises(ValueError, match="shared_queries"):
-    transfer.setup_pairs([("uppercase", "sentiment")], 2,
-                         shared_queries="both")
+  with pytest.raises(ValueError, match="queries"):
+    setups.setup_pairs([("uppercase", "sentiment")], 2,
+                         queries="both")
 
 
 def test_target_indices_are_shared_and_checked(tok):
   eps = T.make_episodes(T.get_task("uppercase"), 4)
-  f = transfer.shared_target_indices(tok, eps, "last_demo_token", "faithful")
-  a = transfer.shared_target_indices(tok, eps, "last_demo_token", "aligned")
+  f = positions.shared_target_indices(tok, eps, "last_demo_token", "faithful")
+  a = positions.shared_target_indices(tok, eps, "last_demo_token", "aligned")
   ids = tok(eps[0].prompt().text)["input_ids"]
   # faithful: the separator before the query ("\n\n" on Llama/Gemma; the
   # first "\n" on SmolLM2, which does not merge newlines); aligned: the
@@ -75,18 +75,18 @@ def test_target_indices_are_shared_and_checked(tok):
   assert "\n" in tok.decode([ids[f[0]]]) and not tok.decode(
       [ids[f[0]]]).strip()
   assert a[-1] < f[0] and "E" in tok.decode([ids[a[-1]]])
-  sets = transfer.position_sets(tok, eps, "first_query_token", "faithful")
+  sets = positions.position_sets(tok, eps, "first_query_token", "faithful")
   assert len({tuple(s) for s in sets}) == 1
   with pytest.raises(ValueError, match="disagree"):
     mixed = eps[:1] + T.make_episodes(T.get_task("uppercase"), 1, k=3)
-    transfer.shared_target_indices(tok, mixed, "last_demo_token", "faithful")
+    positions.shared_target_indices(tok, mixed, "last_demo_token", "faithful")
 
 
 def test_single_positions_are_per_prompt(tok):
-  from icl_jax.interventions import ablation
+  from icl_jax.studies import ablation, positions
 
   tp = ablation.task_prompts(tok, "pattern_completion", 4)
-  own = [s[-1] for s in transfer.position_sets(
+  own = [s[-1] for s in positions.position_sets(
       tok, tp.episodes, "first_query_token", "faithful")]
   got = ablation.single_positions(tok, tp, "first_query_token", "faithful")
   assert got == own and len(set(got)) == 2  # "9 0 9 0 9" is one token later
@@ -98,14 +98,14 @@ def test_single_positions_are_per_prompt(tok):
 def test_single_position_cells_use_each_prompts_own_index(lm, tok, mode):
   """The source vector is the mean over source prompts at each prompt's own
   position; it is written at the *target's* own position (exp3)."""
-  setup = transfer.setup_pairs([("linear_2x", "first_letter")], 3)[0]
+  setup = setups.setup_pairs([("linear_2x", "first_letter")], 3)[0]
   engine = Engine(lm, max_new_tokens=2)
   targets = transfer.prepare_targets(engine, setup)
   for cond in ("last_demo_token", "first_query_token"):
     cells, meta = transfer.build_cells(engine, setup, targets, [0, 1],
                                        [cond], mode)
-    src_sets = transfer.position_sets(tok, setup.source_episodes, cond, mode)
-    tgt = transfer.shared_target_indices(tok, setup.target_episodes, cond,
+    src_sets = positions.position_sets(tok, setup.source_episodes, cond, mode)
+    tgt = positions.shared_target_indices(tok, setup.target_episodes, cond,
                                          mode)
     resid, _ = engine.capture(prompts=[e.prompt().text
                                        for e in setup.source_episodes])
@@ -141,16 +141,16 @@ def test_interpolation_metrics_and_localization():
 
 
 def test_layer_grids_and_groups():
-  assert runner.study_layers("transplant", 28) == [14]
-  assert runner.study_layers("demo_zeroing", 28) == [4, 8, 12, 16, 20]
-  assert runner.study_layers("noise_tracing", 28) == list(range(0, 28, 2))
-  assert runner.study_layers("noise_tracing", 16) == list(range(16))
-  assert runner.study_layers("instance_analysis", 26) == [8]
-  assert runner.study_layers("query_transplant", 28)[-1] == 27
-  assert runner.study_layers("transplant", 18) == [9]
-  assert runner.parse_layers("2,0", 4, "transplant") == [0, 2]
+  assert layers.study_layers("transplant", 28) == [14]
+  assert layers.study_layers("demo_zeroing", 28) == [4, 8, 12, 16, 20]
+  assert layers.study_layers("noise_tracing", 28) == list(range(0, 28, 2))
+  assert layers.study_layers("noise_tracing", 16) == list(range(16))
+  assert layers.study_layers("instance_analysis", 26) == [8]
+  assert layers.study_layers("query_transplant", 28)[-1] == 27
+  assert layers.study_layers("transplant", 18) == [9]
+  assert layers.parse_layers("2,0", 4, "transplant") == [0, 2]
   with pytest.raises(ValueError, match="outside the model"):
-    runner.parse_layers("0,9", 4, "transplant")
+    layers.parse_layers("0,9", 4, "transplant")
   assert ablation.skip_groups(28) == {
       "early": list(range(0, 8)), "mid": list(range(8, 16)),
       "late": list(range(16, 24)), "final": list(range(24, 28))}
@@ -158,9 +158,9 @@ def test_layer_grids_and_groups():
   assert ablation.skip_groups(6, "x:1-2") == {"x": [1, 2]}
   with pytest.raises(ValueError, match="outside"):
     ablation.skip_groups(6, "x:1-9")
-  assert runner.disruption(0.8, 0.2, "absolute") == pytest.approx(0.6)
-  assert runner.disruption(0.8, 0.2, "relative") == pytest.approx(0.75)
-  assert runner.disruption(0.0, 0.0, "relative") is None
+  assert accuracy.disruption(0.8, 0.2, "absolute") == pytest.approx(0.6)
+  assert accuracy.disruption(0.8, 0.2, "relative") == pytest.approx(0.75)
+  assert accuracy.disruption(0.0, 0.0, "relative") is None
 
 
 def test_faithful_demo_end_keeps_the_last_separator(tok):

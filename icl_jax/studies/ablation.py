@@ -4,7 +4,7 @@ For every (mode, task): N prompts (k fixed demos + the task's first RNG
 call), their clean continuation (the baseline, D3: patched nothing, stop at
 the end of the first line), then every planned edit, each a row with the
 accuracy under the edit, the baseline and the disruption
-(`runner.accuracy_rows`). A *plan* lists the edits of one (mode, task):
+(`accuracy.accuracy_rows`). A *plan* lists the edits of one (mode, task):
 
   EngineGroup     cells for the vectorized engine (noise, zeroing, one-block
                   skips), with their timing;
@@ -23,7 +23,8 @@ import numpy as np
 
 from icl_jax import tasks as T
 from icl_jax.interventions.engine import common_prefix_len
-from icl_jax.interventions.runner import Study, accuracy_rows
+from icl_jax.studies.run import Study
+from icl_jax.studies.accuracy import accuracy_rows
 from icl_jax.interventions.spec import CellBatch
 
 
@@ -185,7 +186,7 @@ def demo_region(tok, tp: TaskPrompts, mode: str):
 def single_position(tok, tp: TaskPrompts, condition: str, mode: str,
                     k: int = 5) -> int:
   """The target index of a single-position set (shared by the prompts)."""
-  from icl_jax.interventions.transfer import shared_target_indices
+  from icl_jax.studies.transfer import shared_target_indices
 
   return shared_target_indices(tok, tp.episodes, condition, mode, k)[-1]
 
@@ -197,7 +198,7 @@ def single_positions(tok, tp: TaskPrompts, condition: str, mode: str,
   of one task: e.g. faithful first_query_token of pattern_completion is 69
   for the query "Z Y Z Y Z" but 70 for "9 0 9 0 9" on Gemma's tokenizer
   (" Z" is one token, " 9" is a space token and a digit)."""
-  from icl_jax.interventions.transfer import position_sets
+  from icl_jax.studies.transfer import position_sets
 
   sets = position_sets(tok, tp.episodes, condition, mode, k)
   for e, s in zip(tp.episodes, sets):

@@ -29,329 +29,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from icl_jax import tasks as T
 from icl_jax.interventions.spec import EDITS, CellBatch, make_cells
-from icl_jax.interventions.transfer import ALIGNED_SETS, MODES, PairSetup
+from icl_jax.studies.positions import (PlanError, PosMap, aligned_map,
+                                      faithful_map)
+from icl_jax.studies.scoring import (TaskScoring, classify,
+                                    malformed_rate, rates, score_texts)
+from icl_jax.studies.setups import PairSetup
 
 SOURCE_EDITS = ("replace", "add")  # edits whose values come from a source
-
-
-class PlanError(ValueError):
-  """A plan that cannot be built (unknown position set, no positions...)."""
-
-
-# ---------------------------------------------------------------------------
-# Setups: prompts with the study's RNG call order
-# ---------------------------------------------------------------------------
-
-def make_setups(pairs: Sequence[tuple[str, str]], n: int, *, k_source: int = 5,
-                k_target: int = 5, queries: str = "own",
-                demo_mode: str = "fixed", seed: int = 0,
-                task_objects: dict | None = None) -> list[PairSetup]:
-  """Episodes per pair, replaying the study's call order.
-
-  One Task object per task for the whole list (pass `task_objects` to share
-  them across calls); per pair the source task's RNG is called, then the
-  target's. `queries`:
-    "own"    each side uses its own test inputs (exp8/23/27/29);
-    "target" source prompts use the target's test inputs (exp30/31/33B);
-    "source" target prompts use the source's test inputs (exp32 variants).
-  """
-  if queries not in ("own", "target", "source"):
-    raise ValueError(f"queries must be own|target|source, got {queries!r}")
-  objs = task_objects if task_objects is not None else {}
-
-  def task(name):
-    if name not in objs:
-      objs[name] = T.get_task(name)
-    return objs[name]
-
-  out = []
-  for s, t in pairs:
-    src_q = task(s).generate_test_inputs(n)
-    tgt_q = task(t).generate_test_inputs(n)
-    if queries == "target":
-      src_q = tgt_q
-    elif queries == "source":
-      tgt_q = src_q
-    out.append(PairSetup(
-        s, t,
-        T.make_episodes(task(s), n, k=k_source, demo_mode=demo_mode,
-                        seed=seed, queries=src_q),
-        T.make_episodes(task(t), n, k=k_target, demo_mode=demo_mode,
-                        seed=seed + 1, queries=tgt_q)))
-  return out
-
-
-def task_setup(task: str, n: int, k: int = 5, queries=None,
-               task_objects: dict | None = None) -> PairSetup:
-  """A target-only setup (baselines, source-free edits)."""
-  objs = task_objects if task_objects is not None else {}
-  obj = objs.setdefault(task, T.get_task(task))
-  eps = T.make_episodes(obj, n, k=k, queries=queries)
-  return PairSetup(None, task, None, eps)
-
-
-# ---------------------------------------------------------------------------
-# Scoring
-# ---------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Judgement:
-  src_faithful: bool
-  tgt_faithful: bool
-  src_strict: bool
-  tgt_strict: bool
-  expected_source: object
-  expected_target: object
-
-
-class TaskScoring:
-  """Scores with the tasks' faithful and strict scorers.
-
-  `source_input(query)` gives the input the source task is scored on (exp33
-  Part C scores repeat_word on the word of a repeat_n item); `source_rule`
-  replaces the source check entirely: `source_rule(output, query) -> bool`
-  (used for both scorers).
-  """
-
-  def __init__(self, source_task: str | None, target_task: str,
-               source_input: Callable[[str], str] | None = None,
-               source_rule: Callable[[str, str], bool] | None = None):
-    self.source_task = source_task
-    self.target_task = target_task
-    self._src = T.get_task(source_task) if source_task else None
-    self._tgt = T.get_task(target_task)
-    self.source_input = source_input
-    self.source_rule = source_rule
-
-  def judge(self, ep, text: str) -> Judgement:
-    q = ep.query
-    sx = self.source_input(q) if self.source_input else q
-    if self.source_rule is not None:
-      sf = ss = bool(self.source_rule(text, q))
-      exp_src = None
-    elif self._src is not None:
-      sf = T.is_correct(self._src, text, sx, "faithful")
-      ss = T.is_correct(self._src, text, sx, "strict")
-      try:
-        exp_src = self._src.answer(sx)
-      except Exception:  # the source rule may not apply to target inputs
-        exp_src = None
-    else:
-      sf = ss = False
-      exp_src = None
-    tf = T.is_correct(self._tgt, text, q, "faithful")
-    ts = T.is_correct(self._tgt, text, q, "strict")
-    return Judgement(sf, tf, ss, ts, exp_src, ep.expected)
-
-
-class AnswerScoring:
-  """Scores prompt-file prompts against the answers given in the file.
-
-  Both scorers are the strict rule: the first line of the stripped output
-  must equal one of the expected answers.
-  """
-
-  def __init__(self, source_name: str | None, target_name: str):
-    self.source_task = source_name
-    self.target_task = target_name
-
-  def judge(self, ep, text: str) -> Judgement:
-    out = T.extract_d3(text)
-    src = tuple(getattr(ep, "expected_source", ()) or ())
-    tgt = tuple(getattr(ep, "answers", ()) or ())
-    s = out in src
-    t = out in tgt
-    return Judgement(s, t, s, t, list(src) or None, list(tgt) or None)
-
-
-def classify(j: Judgement, scorer: str) -> str:
-  if scorer == "faithful":
-    return (T.TRANSFER if j.src_faithful else
-            T.PRESERVE if j.tgt_faithful else T.NEITHER)
-  if j.src_strict and j.tgt_strict:
-    return T.BOTH
-  return (T.TRANSFER if j.src_strict else
-          T.PRESERVE if j.tgt_strict else T.NEITHER)
-
-
-# ---------------------------------------------------------------------------
-# Positions
-# ---------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class PosMap:
-  """Source index -> target slot, and the source prompts averaged per slot."""
-
-  src_idx: list[int]
-  tgt_idx: list[int]
-  have: list[list[int]]  # per position: contributing source prompt indices
-
-  def __len__(self):
-    return len(self.tgt_idx)
-
-  def select(self, keep: Iterable[int]) -> "PosMap":
-    """The positions whose *source* index is in `keep`."""
-    keep = set(int(k) for k in keep)
-    j = [i for i, s in enumerate(self.src_idx) if s in keep]
-    return PosMap([self.src_idx[i] for i in j], [self.tgt_idx[i] for i in j],
-                  [self.have[i] for i in j])
-
-  def union(self, other: "PosMap") -> "PosMap":
-    seen = dict(zip(self.tgt_idx, range(len(self.tgt_idx))))
-    out = PosMap(list(self.src_idx), list(self.tgt_idx), list(self.have))
-    for s, t, h in zip(other.src_idx, other.tgt_idx, other.have):
-      if t not in seen:
-        out.src_idx.append(s)
-        out.tgt_idx.append(t)
-        out.have.append(h)
-    order = np.argsort(out.tgt_idx, kind="stable")
-    return PosMap([out.src_idx[i] for i in order],
-                  [out.tgt_idx[i] for i in order],
-                  [out.have[i] for i in order])
-
-
-def aligned_set_name(condition: str) -> str:
-  return ALIGNED_SETS.get(condition, condition)
-
-
-def _split_demo(condition: str):
-  """"output_line@2" -> ("output_line", 2)."""
-  if "@" in condition:
-    name, k = condition.split("@", 1)
-    try:
-      return name, int(k)
-    except ValueError:
-      raise PlanError(f"position set {condition!r}: demo after '@' must be "
-                      "an integer") from None
-  return condition, None
-
-
-def check_condition(condition: str, mode: str, tok=None, example_text=None,
-                    k: int = 5) -> None:
-  """Raises PlanError for a position set unknown in `mode`."""
-  if mode == "aligned":
-    name, _ = _split_demo(condition)
-    if aligned_set_name(name) not in T.POSITION_SETS:
-      raise PlanError(
-          f"unknown aligned position set {condition!r}; known: "
-          f"{sorted(set(T.POSITION_SETS) | set(ALIGNED_SETS))} (optionally "
-          "'name@k' for demo k only)")
-  elif mode == "faithful":
-    known = None
-    if tok is not None and example_text is not None:
-      known = set(T.faithful_positions(tok, example_text, n_demos=k))
-    else:
-      known = set(T.LINE_CONDITIONS) | set(T.POSITION_TYPES) | {
-          "answer_tokens"}
-    ok = condition in known or any(
-        condition == f"{p}_{i}" for p in ("input_line", "output_line",
-                                          "answer_tokens") for i in range(64))
-    if not ok:
-      raise PlanError(
-          f"unknown faithful position set {condition!r}; known: "
-          f"{sorted(known)}")
-  else:
-    raise PlanError(f"unknown mode {mode!r}; known: {MODES}")
-
-
-def faithful_indices(tok, text: str, condition: str, k: int = 5) -> list[int]:
-  pos = T.faithful_positions(tok, text, n_demos=k)
-  if condition not in pos:
-    raise PlanError(f"unknown faithful position set {condition!r}; known: "
-                    f"{sorted(pos)}")
-  return list(pos[condition])
-
-
-def faithful_map(tok, source_texts: Sequence[str], condition: str,
-                 n_slots: int, source_lengths: Sequence[int],
-                 k: int = 5) -> PosMap:
-  """The study's rule: per source prompt its own indices (section 5.2), the
-  same absolute indices in the target, indices past the target dropped."""
-  sets = [set(faithful_indices(tok, t, condition, k)) for t in source_texts]
-  idx = sorted(i for i in set().union(*sets) if 0 <= i < n_slots)
-  have = [[b for b, s in enumerate(sets) if i in s and i < source_lengths[b]]
-          for i in idx]
-  keep = [j for j, h in enumerate(have) if h]
-  return PosMap([idx[j] for j in keep], [idx[j] for j in keep],
-                [have[j] for j in keep])
-
-
-def _layout(tok, ep):
-  spec = ep.prompt() if hasattr(ep, "prompt") else ep
-  return T.token_layout(tok, spec)
-
-
-def aligned_map(tok, source_eps, target_eps, condition: str,
-                on_mismatch: str = "truncate") -> PosMap:
-  """(demo, role, token index) matching of source and target tokens.
-
-  Every source prompt must map to the same target slots (shared demo block),
-  and every target prompt must have the same slots; otherwise raises.
-  """
-  name, demo = _split_demo(condition)
-  name = aligned_set_name(name)
-  tgt_layouts = [_layout(tok, e) for e in target_eps]
-  src_layouts = [_layout(tok, e) for e in source_eps]
-  maps = []
-  for sl in src_layouts:
-    s_i, t_i = _map_one(sl, tgt_layouts[0], name, demo, on_mismatch)
-    maps.append((tuple(s_i), tuple(t_i)))
-  for tl in tgt_layouts[1:]:
-    s_i, t_i = _map_one(src_layouts[0], tl, name, demo, on_mismatch)
-    if (tuple(s_i), tuple(t_i)) != maps[0]:
-      raise PlanError(
-          f"position set {condition!r} maps to different token positions in "
-          "different target prompts (their demo blocks differ); aligned mode "
-          "needs target prompts that share the demo block -- split them into "
-          "groups with identical demos")
-  ref = maps[0]
-  if any(m != ref for m in maps[1:]):
-    raise PlanError(
-        f"position set {condition!r} selects different tokens in different "
-        "source prompts (their demo blocks differ); use source prompts that "
-        "share the demo block")
-  s_i, t_i = ref
-  all_b = list(range(len(source_eps)))
-  return PosMap(list(s_i), list(t_i), [all_b for _ in s_i])
-
-
-def _map_one(src_layout, tgt_layout, name, demo, on_mismatch):
-  if demo is None:
-    s_i, t_i = T.map_positions(src_layout, tgt_layout, name, on_mismatch)
-    return [int(x) for x in s_i], [int(x) for x in t_i]
-  s_all, t_all = T.map_positions(src_layout, tgt_layout, name, on_mismatch)
-  keep = src_layout.mask(name, demo=demo)
-  pairs = [(int(s), int(t)) for s, t in zip(s_all, t_all) if keep[s]]
-  return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def target_positions(tok, mode: str, target_eps, condition: str,
-                     n_slots: int, k: int = 5) -> list[int]:
-  """Positions evaluated on the target prompts (source-free edits)."""
-  sets = []
-  for e in target_eps:
-    if mode == "faithful":
-      text = e.prompt().text
-      idx = [i for i in faithful_indices(tok, text, condition, k)
-             if 0 <= i < n_slots]
-    else:
-      name, demo = _split_demo(condition)
-      lay = _layout(tok, e)
-      idx = [int(i) for i in
-             np.flatnonzero(lay.mask(aligned_set_name(name), demo=demo))]
-    sets.append(tuple(idx))
-  if any(s != sets[0] for s in sets[1:]):
-    raise PlanError(
-        f"position set {condition!r} falls on different slots in different "
-        "target prompts (e.g. query positions with queries of different "
-        "token lengths); choose demo positions or prompts of equal layout")
-  return list(sets[0])
 
 
 # ---------------------------------------------------------------------------
@@ -425,45 +115,6 @@ def replace_plan(resid, layer: int, condition: str, pm: PosMap,
 # Evaluation -> rows
 # ---------------------------------------------------------------------------
 
-def score_texts(setup: PairSetup, scoring, texts: Sequence[str]):
-  """Judgements and examples for one cell's outputs."""
-  js, examples = [], []
-  for ep, text in zip(setup.target_episodes, texts):
-    j = scoring.judge(ep, text)
-    js.append(j)
-    examples.append({"query": ep.query, "output": T.extract_d3(text),
-                     "raw_output": text, "expected_source": j.expected_source,
-                     "expected_target": j.expected_target})
-  return js, examples
-
-
-def _rates(js, scorer):
-  n = len(js)
-  c = {T.TRANSFER: 0, T.PRESERVE: 0, T.NEITHER: 0, T.BOTH: 0}
-  for j in js:
-    c[classify(j, scorer)] += 1
-  return {k: v / n for k, v in c.items()}
-
-
-def _malformed_rate(setup: PairSetup, examples) -> float | None:
-  """Share of "neither" outputs both faithful judges call malformed (as
-  `transfer.run_pair` reports it); None for prompt-file setups."""
-  from icl_jax.interventions import transfer
-
-  fn = getattr(transfer, "_malformed", None)
-  tasks = [t for t in (setup.source_task, setup.target_task) if t]
-  try:
-    for t in tasks:
-      T.get_task(t)
-  except T.UnknownTaskError:
-    return None
-  if fn is None or not examples:
-    return None
-  bad = sum(1 for e in examples if e["label"] == T.NEITHER and all(
-      fn(t, e["raw_output"], e["query"]) for t in tasks))
-  return bad / len(examples)
-
-
 def cell_row(setup: PairSetup, scoring, texts, *, mode: str, experiment: str,
              model: str, n_layers: int, layer, condition: str, timing: str,
              positions: Sequence[int], delta: float = 0.0,
@@ -472,7 +123,7 @@ def cell_row(setup: PairSetup, scoring, texts, *, mode: str, experiment: str,
   js, examples = score_texts(setup, scoring, texts)
   primary = "faithful" if mode == "faithful" else "strict"
   other = "strict" if primary == "faithful" else "faithful"
-  r = _rates(js, primary)
+  r = rates(js, primary)
   n = len(js)
   src_ok = [j.src_faithful if primary == "faithful" else j.src_strict
             for j in js]
@@ -488,8 +139,8 @@ def cell_row(setup: PairSetup, scoring, texts, *, mode: str, experiment: str,
       "layer": layer, "condition": condition, "n": n,
       "transfer": r[T.TRANSFER], "preserve": r[T.PRESERVE],
       "neither": r[T.NEITHER], "both": r[T.BOTH],
-      "malformed": _malformed_rate(setup, examples), "scorer": primary,
-      "timing": timing, f"{other}_scorer": _rates(js, other),
+      "malformed": malformed_rate(setup, examples), "scorer": primary,
+      "timing": timing, f"{other}_scorer": rates(js, other),
       "transfer_independent": sum(src_ok) / n,
       "preserve_independent": sum(tgt_ok) / n,
       "n_positions": len(positions), "positions": [int(i) for i in positions],

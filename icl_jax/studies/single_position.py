@@ -19,8 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from icl_jax import tasks as T
-from icl_jax.interventions import transfer
-from icl_jax.interventions.runner import MODE_SPECS, Study, accuracy_rows
+from icl_jax.studies import transfer, positions, setups
+from icl_jax.studies.modes import MODE_SPECS
+from icl_jax.studies.run import Study
+from icl_jax.studies.accuracy import accuracy_rows
 from icl_jax.interventions.spec import make_cells
 
 TIMINGS = ("study", "first_token", "prefill")
@@ -62,9 +64,9 @@ def run_transplant(study: Study, *, pairs, conditions, layers, modes, n: int,
   for mode in modes:
     engine = study.engine(*decoder(mode, timing))
     cap = _Captures(engine)
-    setups = transfer.setup_pairs(pairs, n, k=k, seed=seed,
-                                  source_calls=source_calls)
-    for setup in setups:
+    pair_setups = setups.setup_pairs(pairs, n, k=k, seed=seed,
+                                     source_calls=source_calls)
+    for setup in pair_setups:
       keys = {(l, c): study.key(mode=mode, source_task=setup.source_task,
                                 target_task=setup.target_task, layer=l,
                                 condition=c, **extra)
@@ -94,14 +96,14 @@ def task_vectors(engine, episodes_by_task: dict, condition: str, mode: str,
   out = {}
   for task, eps in episodes_by_task.items():
     resid, lengths = engine.capture(prompts=[e.prompt().text for e in eps])
-    sets = transfer.position_sets(tok, eps, condition, mode, k)
+    sets = positions.position_sets(tok, eps, condition, mode, k)
     out[task] = transfer.single_position_vectors(resid, lengths, sets,
                                                  layers)[:, -1]
   return out
 
 
 def _single_mask(tok, episodes, condition, mode, slots, k=5):
-  idx = transfer.shared_target_indices(tok, episodes, condition, mode, k)
+  idx = positions.shared_target_indices(tok, episodes, condition, mode, k)
   m = np.zeros((slots,), bool)
   m[idx[-1]] = True  # one position (the last one if a set has several)
   return m, idx[-1]
@@ -250,7 +252,7 @@ def run_interpolation(study: Study, *, pairs, triples, alphas, layers, modes,
           lays.append(l)
       cells = make_cells("replace", lays, np.broadcast_to(
           mask, (len(lays), targets.slots)), D, values=np.stack(vals))
-      setup = transfer.PairSetup(src, tgt, [], eps)
+      setup = setups.PairSetup(src, tgt, [], eps)
       rows = transfer.evaluate_cells(
           engine, setup, targets, cells, meta, mode,
           experiment=study.experiment, model=study.model,
@@ -340,7 +342,7 @@ def run_probe(study: Study, *, tasks, layers, mode: str, n: int, k: int,
   for t in tasks:
     eps = T.make_episodes(T.get_task(t), n, k=k)
     resid, _ = engine.capture(prompts=[e.prompt().text for e in eps])
-    sets = transfer.position_sets(tok, eps, condition, mode, k)
+    sets = positions.position_sets(tok, eps, condition, mode, k)
     for b, s in enumerate(sets):
       feats.append(np.stack([resid[l + 1, b, s[-1]] for l in layers]))
       labels.append(t)
