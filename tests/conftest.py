@@ -6,11 +6,41 @@ import os
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+import gc  # noqa: E402
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def memory_map_count() -> int:
+  """Number of memory mappings of this process (Linux; 0 elsewhere)."""
+  try:
+    with open("/proc/self/maps") as f:
+      return sum(1 for _ in f)
+  except OSError:
+    return 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_programs():
+  """Drops every compiled XLA program after each test module.
+
+  XLA's CPU backend maps the code of each compiled program into memory
+  (about 3 mappings per program). One pytest process compiles thousands of
+  programs; at the kernel's vm.max_map_count (65530 by default) the next
+  compile segfaults (CI of session 6: "Fatal Python error: Segmentation
+  fault" in backend_compile_and_load, 239 tests in; the process had 37,776
+  mappings at test 158 of that run). Clearing JAX's caches between modules
+  unmaps them (300 compiles: 437 -> 1401 mappings, 520 after
+  jax.clear_caches()); programs are recompiled where a later module needs
+  them.
+  """
+  yield
+  jax.clear_caches()
+  gc.collect()
 
 # Tiny Hugging Face configs with non-default values, one per family/variant.
 # (family, config kwargs); all use eager attention and fp32.

@@ -144,9 +144,9 @@ def _sentiment_variant(name, mapping, scorer, source):
   )
 
 
-def _build() -> dict[str, TaskSpec]:
-  specs = [
-      # --- core registry tasks, registry order --------------------------
+def _core_specs() -> list[TaskSpec]:
+  """The core registry tasks, in registry order."""
+  return [
       _word_task("reverse", lambda x: x[::-1], "src/tasks/string_tasks.py"),
       _word_task("uppercase", str.upper, "src/tasks/string_tasks.py"),
       _word_task(
@@ -193,6 +193,12 @@ def _build() -> dict[str, TaskSpec]:
           strict_answers=_only_if(_is_alternating_pattern, _pattern),
           source="src/tasks/pattern_tasks.py",
       ),
+  ]
+
+
+def _variant_specs() -> list[TaskSpec]:
+  """The exp15 / exp32 / exp33 variant tasks."""
+  return [
       # --- exp15 cross-format variants (own Random(42), sampled demos) ---
       _exp15_task("uppercase_period", data.EXP15_WORDS_UPPER,
                   lambda x: x.upper() + "."),
@@ -233,7 +239,10 @@ def _build() -> dict[str, TaskSpec]:
           source="scripts/33_variable_length.py",
       ),
   ]
-  return {s.name: s for s in specs}
+
+
+def _build() -> dict[str, TaskSpec]:
+  return {s.name: s for s in _core_specs() + _variant_specs()}
 
 
 TASK_SPECS: dict[str, TaskSpec] = _build()
