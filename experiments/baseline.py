@@ -15,35 +15,22 @@ skips tasks already there), ``summary.json`` and ``baseline.png``.
 
 from __future__ import annotations
 
-import platform
-import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from icl_jax.analysis import stats
-from icl_jax.analysis.results import RunDir
-from icl_jax.analysis.results import hold_run_dir
-from icl_jax.analysis.results import read_rows
+from icl_jax.studies import baseline
 from icl_jax.tasks import BASELINE_TASKS
-from icl_jax.tasks import extract_d1
-from icl_jax.tasks import get_task
-from icl_jax.tasks import make_episodes
-from icl_jax.tasks import scoring
-
-EXPERIMENT = "baseline"
-PASS_THRESHOLD = 0.85  # the original's passes_threshold
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
   """Defines the script's flags (only when run as a script, so importing
-  this module from tests or other scripts never clashes on flag names)."""
+  this module never clashes on flag names)."""
   from icl_jax.convert.embedded import MODEL_FLAG_HELP
 
   flags.DEFINE_string("model", "gemma3-270m", MODEL_FLAG_HELP)
@@ -66,246 +53,28 @@ def define_flags() -> None:
   flags.DEFINE_string("dtype", None, "Model dtype (float32 / bfloat16).")
 
 
-# A row is one task of one configuration: KEY_FIELDS + these (several n, k
-# and demo modes may share the directory).
-KEY_EXTRA = ("n", "k", "demo_mode")
-
-
-def _key(rec: dict) -> tuple:
-  return (rec["experiment"], rec["model"], rec["mode"], rec["source_task"],
-          rec["target_task"], rec["condition"], rec["n"], rec.get("k", 5),
-          rec.get("demo_mode", "fixed"))
-
-
-def read_results(path: Path) -> list[dict]:
-  """Rows of a results.jsonl (corrupt lines reported, not read)."""
-  return read_rows(path)
-
-
-def evaluate_task(lm, model_name: str, task_name: str, n: int, k: int,
-                  max_new_tokens: int, mode: str, demo_mode: str = "fixed",
-                  demo_seed: int = 0) -> dict:
-  """Runs one task and returns its results.jsonl record."""
-  task = get_task(task_name)  # fresh Random(42): first RNG call
-  episodes = make_episodes(task, n, k=k, demo_mode=demo_mode, seed=demo_seed)
-  prompts = [e.prompt().text for e in episodes]
-  t0 = time.perf_counter()
-  outputs = lm.generate(prompts, max_new_tokens=max_new_tokens)
-  gen_s = time.perf_counter() - t0
-  counts = {scoring.CORRECT: 0, scoring.INCORRECT: 0, scoring.MALFORMED: 0}
-  n_strict, examples = 0, []
-  for ep, out in zip(episodes, outputs):
-    d1 = extract_d1(out)
-    try:
-      outcome = task.judge(d1, ep.query)
-    except Exception:  # pylint: disable=broad-except
-      outcome = scoring.INCORRECT
-    counts[outcome] += 1
-    ok_strict = task.is_correct_strict(out, ep.query)
-    n_strict += ok_strict
-    examples.append({
-        "query": ep.query, "output": out, "output_d1": d1,
-        "expected_source": ep.expected, "expected_target": ep.expected,
-        "correct_faithful": outcome == scoring.CORRECT,
-        "correct_strict": bool(ok_strict),
-    })
-  acc = counts[scoring.CORRECT] / n
-  acc_strict = n_strict / n
-  return {
-      "experiment": EXPERIMENT, "model": model_name, "mode": mode,
-      "source_task": task_name, "target_task": task_name, "layer": None,
-      "condition": "baseline", "n": n, "k": k, "demo_mode": demo_mode,
-      "max_new_tokens": max_new_tokens,
-      "accuracy_faithful": acc, "accuracy_strict": acc_strict,
-      "ci_faithful_wilson": list(stats.wilson_interval(counts["correct"], n)),
-      "ci_strict_wilson": list(stats.wilson_interval(n_strict, n)),
-      "correct": counts[scoring.CORRECT],
-      "incorrect": counts[scoring.INCORRECT],
-      "malformed": counts[scoring.MALFORMED],
-      "passes_threshold": acc >= PASS_THRESHOLD,
-      "transfer": 0.0, "preserve": acc, "neither": 1.0 - acc,
-      "preserve_strict": acc_strict,
-      "generate_seconds": gen_s, "examples": examples,
-  }
-
-
-def plot(records: Sequence[dict], path: Path, title: str) -> None:
-  """Grouped bars: faithful vs strict accuracy per task."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import numpy as np
-
-  names = [r["source_task"] for r in records]
-  x = np.arange(len(names))
-  fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 4))
-  ax.bar(x - 0.2, [r["accuracy_faithful"] for r in records], 0.4,
-         label="faithful (D1)")
-  ax.bar(x + 0.2, [r["accuracy_strict"] for r in records], 0.4,
-         label="strict")
-  ax.axhline(PASS_THRESHOLD, color="gray", lw=0.8, ls="--")
-  ax.set_xticks(x, names, rotation=45, ha="right")
-  ax.set_ylim(0, 1.05)
-  ax.set_ylabel("accuracy")
-  ax.set_title(title)
-  ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
-def _versions() -> dict:
-  import importlib.metadata as md
-
-  out = {"python": platform.python_version()}
-  for pkg in ("icl_jax", "jax", "jaxlib", "flax", "numpy", "transformers",
-              "tokenizers"):
-    try:
-      out[pkg] = md.version(pkg)
-    except md.PackageNotFoundError:
-      out[pkg] = None
-  return out
-
-
-def _device() -> str:
-  try:
-    import jax
-    return ", ".join(str(d) for d in jax.devices())
-  except Exception:  # pylint: disable=broad-except
-    return "unknown"
-
-
-def validate(tasks: Sequence[str], mode: str, demo_mode: str, n: int = 1,
-             max_new_tokens: int = 1, k: int = 5) -> None:
-  """Raises on unknown task names, counts < 1 or a sampled-demo faithful
-  run (before anything is loaded or written)."""
-  for what, v, lo in (("--n", n, 1), ("--max_new_tokens", max_new_tokens, 1),
-                      ("--k", k, 0)):
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-      raise ValueError(f"{what} must be an integer >= {lo}, got {v!r}")
-  if not tasks:
-    raise ValueError("--tasks is empty")
-  if mode == "faithful" and demo_mode != "fixed":
-    raise ValueError("faithful mode uses the study's fixed demos; "
-                     "use --mode=aligned for sampled demos")
-  for name in tasks:
-    get_task(name)  # UnknownTaskError lists the known names
-
-
-def pending_tasks(model_name: str, tasks: Sequence[str], n: int,
-                  out_dir: str, mode: str = "faithful", k: int = 5,
-                  demo_mode: str = "fixed") -> list[str]:
-  """Tasks of this configuration not yet in results.jsonl."""
-  path = Path(out_dir) / EXPERIMENT / "results.jsonl"
-  done = {_key(r) for r in read_results(path)}
-  return [
-      name for name in tasks
-      if _key({"experiment": EXPERIMENT, "model": model_name, "mode": mode,
-               "source_task": name, "target_task": name,
-               "condition": "baseline", "n": n, "k": k,
-               "demo_mode": demo_mode}) not in done
-  ]
-
-
-def run(lm, model_name: str, tasks: Sequence[str], n: int, out_dir: str,
-        max_new_tokens: int = 30, mode: str = "faithful", k: int = 5,
-        demo_mode: str = "fixed", demo_seed: int = 0,
-        load_seconds: float | None = None, dtype: str | None = None
-        ) -> list[dict]:
-  """Evaluates ``tasks``, skipping finished ones; returns this config's rows.
-
-  Results go through `analysis.results.RunDir` (lock, configuration guard
-  with dtype and model hash, repair of cut lines). Rows are keyed by task
-  and (n, k, demo_mode); the configuration is the model, the generation
-  budget, the demo seed and the dtype.
-  """
-  validate(tasks, mode, demo_mode, n, max_new_tokens, k)
-  config = {"model": model_name, "max_new_tokens": max_new_tokens,
-            "demo_seed": demo_seed if demo_mode != "fixed" else None}
-  rd = RunDir(out_dir, EXPERIMENT, config, key_extra=KEY_EXTRA, lm=lm,
-              dtype=dtype)
-  try:
-    return _run(rd, lm, model_name, tasks, n, max_new_tokens, mode, k,
-                demo_mode, demo_seed, load_seconds)
-  finally:
-    rd.close()
-
-
-def _run(rd, lm, model_name, tasks, n, max_new_tokens, mode, k, demo_mode,
-         demo_seed, load_seconds):
-  d = rd.path
-  done = {_key(r) for r in rd.rows()}
-  timings = {}
-  for name in tasks:
-    if _key({"experiment": EXPERIMENT, "model": model_name, "mode": mode,
-             "source_task": name, "target_task": name,
-             "condition": "baseline", "n": n, "k": k,
-             "demo_mode": demo_mode}) in done:
-      logging.info("skip %s (already in %s)", name, rd.results)
-      timings[name] = "resumed"
-      continue
-    if lm is None:
-      raise ValueError(f"task {name} is not in {rd.results} and no model "
-                       "was loaded")
-    t0 = time.perf_counter()
-    rec = evaluate_task(lm, model_name, name, n, k, max_new_tokens, mode,
-                        demo_mode, demo_seed)
-    timings[name] = round(time.perf_counter() - t0, 3)
-    rd.append([rec])
-    logging.info("%-20s faithful %.2f strict %.2f (%.1fs)", name,
-                 rec["accuracy_faithful"], rec["accuracy_strict"],
-                 timings[name])
-  latest = {}  # key -> last record written for it
-  for r in rd.rows():
-    latest[_key(r)] = r
-  rows = [r for r in latest.values()
-          if r["model"] == model_name and r["mode"] == mode and r["n"] == n
-          and r.get("k", 5) == k and r.get("demo_mode", "fixed") == demo_mode
-          and r["source_task"] in tasks]
-  rows.sort(key=lambda r: list(tasks).index(r["source_task"]))
-  summary = {
-      "experiment": EXPERIMENT, "model": model_name, "mode": mode,
-      "tasks": list(tasks), "n": n, "k": k, "demo_mode": demo_mode,
-      "max_new_tokens": max_new_tokens,
-      "seeds": {"task_rng": 42, "test_inputs": "first RNG call per task",
-                "demo_seed": demo_seed if demo_mode != "fixed" else None},
-      "decoding": "greedy; faithful = D1 extraction, strict = strip + first "
-                  "line; generation stops at the end of the first line",
-      "versions": _versions(), "device": _device(),
-      "timings_s": {"load": load_seconds, "per_task": timings},
-      "command": " ".join(sys.argv),
-      "accuracy": {r["source_task"]: {"faithful": r["accuracy_faithful"],
-                                      "strict": r["accuracy_strict"]}
-                   for r in rows},
-  }
-  rd.write_summary(summary)
-  if rows:
-    plot(rows, d / "baseline.png",
-         f"exp1 baseline {model_name} ({mode}, {k}-shot, n={n})")
-  return rows
-
-
 def main(argv: Sequence[str]) -> None:
   del argv
   import icl_jax
+  from icl_jax.analysis.results import hold_run_dir
 
-  validate(FLAGS.tasks, FLAGS.mode, FLAGS.demo_mode, FLAGS.n,
-           FLAGS.max_new_tokens, FLAGS.k)
+  baseline.validate(FLAGS.tasks, FLAGS.mode, FLAGS.demo_mode, FLAGS.n,
+                    FLAGS.max_new_tokens, FLAGS.k)
   load_s, lm = None, None
-  if pending_tasks(FLAGS.model, FLAGS.tasks, FLAGS.n, FLAGS.out_dir,
-                   FLAGS.mode, FLAGS.k, FLAGS.demo_mode):
-    hold_run_dir(FLAGS.out_dir, EXPERIMENT)  # a 2nd process: refused now
+  if baseline.pending_tasks(FLAGS.model, FLAGS.tasks, FLAGS.n, FLAGS.out_dir,
+                            FLAGS.mode, FLAGS.k, FLAGS.demo_mode):
+    hold_run_dir(FLAGS.out_dir, baseline.EXPERIMENT)  # a 2nd process: refused
     t0 = time.perf_counter()
     lm = icl_jax.load(FLAGS.model, dtype=FLAGS.dtype)
     load_s = time.perf_counter() - t0
   else:
     logging.info("every task is already in results.jsonl; not loading")
-  rows = run(lm, FLAGS.model, FLAGS.tasks, FLAGS.n, FLAGS.out_dir,
-             FLAGS.max_new_tokens, FLAGS.mode, FLAGS.k, FLAGS.demo_mode,
-             FLAGS.demo_seed, load_seconds=load_s, dtype=FLAGS.dtype)
-  for r in rows:
-    print(f"{r['source_task']:20s} faithful {r['accuracy_faithful']:.2f}  "
-          f"strict {r['accuracy_strict']:.2f}")
+  rows = baseline.run(lm, FLAGS.model, FLAGS.tasks, FLAGS.n, FLAGS.out_dir,
+                      FLAGS.max_new_tokens, FLAGS.mode, FLAGS.k,
+                      FLAGS.demo_mode, FLAGS.demo_seed, load_seconds=load_s,
+                      dtype=FLAGS.dtype)
+  if rows:
+    print(baseline.format_rows(rows))
 
 
 if __name__ == "__main__":

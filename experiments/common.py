@@ -6,7 +6,7 @@ clear message before any compute starts.
 
 The flag groups (`define_model_flags`, `define_common_flags`,
 `define_probe_flags`, ...) and the openers (`open_pair_study` for the plan
-experiments of `interventions.study`, `open_run` for the `run.Study`
+experiments of `studies.study`, `open_run` for the `run.Study`
 ones) keep every script a thin configuration.
 """
 
@@ -106,14 +106,6 @@ def define_conditions_flag(default, help_text: str = "position conditions"):
 # ---------------------------------------------------------------------------
 # Validation (delegates to icl_jax.studies)
 # ---------------------------------------------------------------------------
-
-
-
-
-
-
-
-
 
 def task_names():
   """--tasks (empty: the 8 core tasks), each checked against the registry."""

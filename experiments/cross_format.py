@@ -40,8 +40,6 @@ EXPERIMENT = "cross_format"
 
 def main(argv):
   del argv
-  from collections import defaultdict
-
   from icl_jax.studies import transfer
   from icl_jax.analysis.heatmaps import heatmap, pair_label
 
@@ -65,12 +63,8 @@ def main(argv):
                            on_mismatch=F.on_mismatch, seed=F.seed,
                            extra={"part": "B"})
   rows = study.rows()
-  mean_a = defaultdict(list)
-  for r in rows:
-    if r.get("part") == "A":
-      mean_a[f"{r['mode']} L{r['layer']}"].append(r["transfer"])
-  study.finish({"same_op_diff_fmt_mean": {k: sum(v) / len(v)
-                                          for k, v in mean_a.items()}})
+  study.finish({"same_op_diff_fmt_mean": transfer.mean_by_mode_layer(
+      [r for r in rows if r.get("part") == "A"])})
   heatmap(rows, study.path / "transfer.png", x="layer",
           y=lambda r: f"{r['part']}: {pair_label(r)}", value="transfer",
           panel=("mode",), xlabel="layer (block output)",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from icl_jax.convert.embedded import MODEL_FLAG_HELP  # noqa: E402
+from icl_jax.convert.embedded import MODEL_FLAG_HELP
 
 flags.DEFINE_string("model", "gemma3-270m", MODEL_FLAG_HELP)
 flags.DEFINE_string("query", "honey", "query word")
@@ -24,13 +24,13 @@ def main(argv):
 
   absl_logging.set_verbosity(absl_logging.WARNING)
   import icl_jax
-  from icl_jax.convert.parity import _DEMOS, icl_prompt
+  from icl_jax.tasks import build_prompt, get_task
 
   lm = icl_jax.load(F.model)
   print(f"loaded {F.model}: {lm.config.family}, {lm.config.n_layers} layers, "
         f"d_model {lm.config.d_model} ({lm.load_info['source']}, "
         f"{lm.load_info['seconds']:.1f}s)")
-  prompt = icl_prompt(_DEMOS["uppercase"], F.query)
+  prompt = build_prompt(get_task("uppercase").generate_demos(5), F.query).text
   print("prompt:\n" + prompt)
   answer = lm.generate([prompt], max_new_tokens=10)[0]
   print(f"answer: {answer.strip().splitlines()[0] if answer.strip() else ''!r}"

@@ -43,27 +43,16 @@ def main(argv):
   del argv
   from icl_jax.studies import ablation, single_position as sp, layers
   from icl_jax.studies.run import Study
-  from icl_jax.studies.study import check_choices, parse_tasks
+  from icl_jax.studies.study import (check_choices, check_probe_split,
+                                     parse_demo_counts, parse_tasks)
   from icl_jax.analysis.heatmaps import heatmap, pair_label
 
   pairs, modes = common.parse_pairs_and_modes()
   tasks = parse_tasks(F.tasks)
   parts = check_choices(F.parts, ["A", "B", "C"], "--parts")
-  try:
-    ks = [int(k) for k in F.ks]
-  except ValueError as e:
-    raise ValueError(f"--ks {F.ks} are not integers") from e
-  if not ks or min(ks) < 1 or max(ks) > 5:
-    raise ValueError(f"--ks must be in 1..5 (the fixed demo lists), got {ks}")
+  ks = parse_demo_counts(F.ks)
   if "C" in parts:
-    import math
-
-    m = F.n * len(tasks)
-    if min(math.ceil(0.2 * m), m - math.ceil(0.2 * m)) < len(tasks):
-      raise ValueError(
-          f"Part C: {m} prompts ({F.n} x {len(tasks)} tasks) leave fewer than "
-          f"one test/train prompt per task in an 80/20 split; raise --n or "
-          "drop C from --parts")
+    check_probe_split(F.n, len(tasks))
   lm = common.load_model(EXPERIMENT)
   layers_b = layers.parse_layers(F.layers, lm.n_layers, EXPERIMENT)
   layers_c = layers.parse_layers(F.layers, lm.n_layers,

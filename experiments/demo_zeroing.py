@@ -22,6 +22,7 @@ faithful scorers; aligned = the layout's demo tokens (separators included,
 BOS excluded), relative disruption (baseline - acc) / baseline, strict
 scorers. Baseline = the same prompts' clean continuation. The original's
 grid [4, 8, 12, 16, 20] (of 28) is `--layers=study`; default: every layer.
+The plan is `icl_jax.studies.ablation_plans.zeroing_plan`.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from __future__ import annotations
 from absl import app, flags
 
 from experiments import common
+from icl_jax.studies.ablation_plans import ZEROING_CONDITIONS as CONDITIONS
 
 common.define_common_flags(default_n=10)
 flags.DEFINE_list("tasks", ["uppercase", "first_letter", "repeat_word",
                             "length"], "tasks (the original: first four)")
-CONDITIONS = ("zero_demo", "knockout_demo", "zero_bos")
 flags.DEFINE_list("conditions", list(CONDITIONS), "edits to run")
 flags.DEFINE_boolean("knockout_generated", True,
                      "the knockout also applies to generated tokens")
@@ -46,18 +47,13 @@ EXPERIMENT = "demo_zeroing"
 
 def main(argv):
   del argv
-  import numpy as np
-
-  from icl_jax.studies import ablation
-  from icl_jax.studies.study import check_choices
-  from icl_jax.interventions.blockwise import BlockwiseEdit
   from icl_jax.analysis.heatmaps import heatmap
-  from icl_jax.interventions.spec import make_cells
+  from icl_jax.studies import ablation, ablation_plans
+  from icl_jax.studies.study import check_choices
 
   tasks, modes = common.parse_task_flags()
   conditions = check_choices(F.conditions, CONDITIONS, "--conditions")
   lm, layers = common.load_model_and_layers(EXPERIMENT)
-  tok, D = lm.tokenizer, lm.config.d_model
   if F.knockout_window < 1:
     raise ValueError("--knockout_window must be >= 1")
   config = dict(model=F.model, tasks=tasks, conditions=conditions,
@@ -66,33 +62,11 @@ def main(argv):
                 knockout_window=F.knockout_window,
                 max_new_tokens=F.max_new_tokens)
   study = common.open_run(lm, EXPERIMENT, config)
-
-  def plan(mode, tp):
-    region, split = ablation.demo_region(tok, tp, mode)
-    sets = {"zero_demo": region, "zero_bos": ablation.bos_positions(tok, tp)}
-    groups = []
-    for cond in ("zero_demo", "zero_bos"):
-      if cond not in conditions or not sets[cond]:
-        continue
-      masks = np.zeros((len(layers), tp.slots), bool)
-      masks[:, sets[cond]] = True
-      meta = [{"condition": cond, "layer": l, "n_positions": len(sets[cond]),
-               "positions": sets[cond]} for l in layers]
-      groups.append(ablation.EngineGroup(
-          make_cells("zero", layers, masks, D), meta))
-    if "knockout_demo" in conditions:
-      keys = np.zeros(split, bool)
-      keys[region] = True
-      hi = {l: min(l + F.knockout_window, lm.n_layers) for l in layers}
-      groups.append(ablation.BlockwiseGroup(
-          split, [BlockwiseEdit(l, hi[l], keys) for l in layers],
-          [{"condition": "knockout_demo", "layer": l,
-            "knocked_blocks": list(range(l, hi[l])),
-            "n_positions": len(region), "positions": region,
-            "query_from": split} for l in layers],
-          knock_generated=F.knockout_generated))
-    return groups
-
+  plan = ablation_plans.zeroing_plan(
+      lm.tokenizer, layers=layers, conditions=conditions,
+      d_model=lm.config.d_model, n_layers=lm.n_layers,
+      knockout_window=F.knockout_window,
+      knockout_generated=F.knockout_generated)
   study.start(len(modes) * len(tasks), unit="task")
   ablation.run_task_ablations(study, tasks=tasks, modes=modes, n=F.n,
                               plan=plan)

@@ -44,26 +44,10 @@ F = flags.FLAGS
 EXPERIMENT = "interpolation"
 
 
-def parse_triples(spec: str):
-  from icl_jax.tasks import get_task
-
-  if spec.strip().lower() == "none":
-    return []
-  out = []
-  for item in [x for x in spec.split(",") if x.strip()]:
-    parts = [p.strip() for p in item.split(":")]
-    if len(parts) != 3:
-      raise ValueError(f"--triples item {item!r} is not A:B:C")
-    for p in parts:
-      get_task(p)
-    out.append(tuple(parts))
-  return out
-
-
 def main(argv):
   del argv
   from icl_jax.studies import single_position as sp
-  from icl_jax.studies.study import parse_floats
+  from icl_jax.studies.study import parse_floats, parse_triples
   from icl_jax.analysis.heatmaps import heatmap
 
   pairs, modes = common.parse_pairs_and_modes()

@@ -15,7 +15,8 @@ faithful scorers. aligned: the block is removed for the whole generation
 One-block skips run on the vectorized engine; group skips on
 `interventions.blockwise` (each skipped block computes K/V from the input it
 actually receives, as the original's chained hooks did).
-`--layers=study` = every second layer (the original's Part A grid).
+`--layers=study` = every second layer (the original's Part A grid). The plan
+is `icl_jax.studies.ablation_plans.skip_plan`.
 """
 
 from __future__ import annotations
@@ -38,44 +39,24 @@ EXPERIMENT = "layer_skip"
 
 def main(argv):
   del argv
-  import numpy as np
-
-  from icl_jax.studies import ablation, layers
-  from icl_jax.studies.study import parse_tasks
-  from icl_jax.interventions.blockwise import BlockwiseEdit
-  from icl_jax.interventions.engine import common_prefix_len
   from icl_jax.analysis.heatmaps import heatmap
-  from icl_jax.interventions.spec import make_cells
+  from icl_jax.studies import ablation, ablation_plans
+  from icl_jax.studies.layers import parse_layers
+  from icl_jax.studies.study import parse_tasks
 
   tasks, modes = common.parse_task_flags()
   group_tasks = parse_tasks(F.group_tasks) if F.group_tasks else []
   lm = common.load_model(EXPERIMENT)
-  L, D = lm.n_layers, lm.config.d_model
-  layers = layers.parse_layers(F.layers, L, EXPERIMENT)
+  L = lm.n_layers
+  layers = parse_layers(F.layers, L, EXPERIMENT)
   groups = ablation.skip_groups(L, F.skip_groups) if group_tasks else {}
   config = dict(model=F.model, tasks=tasks, group_tasks=group_tasks,
                 groups=groups, layers=layers, modes=modes, n=F.n,
                 max_new_tokens=F.max_new_tokens)
   study = common.open_run(lm, EXPERIMENT, config)
-
-  def plan(mode, tp):
-    whole_generation = mode == "aligned"
-    out = []
-    if tp.task in tasks:
-      out.append(ablation.EngineGroup(
-          make_cells("skip", layers, np.ones((len(layers), tp.slots), bool),
-                     D),
-          [{"condition": "skip", "layer": l, "blocks": [l]} for l in layers],
-          timing="every_step" if whole_generation else "prefill"))
-    if tp.task in group_tasks and groups:
-      split = common_prefix_len(tp.token_ids)
-      out.append(ablation.BlockwiseGroup(
-          split, [BlockwiseEdit(skip=np.isin(np.arange(L), b))
-                  for b in groups.values()],
-          [{"condition": f"skip_group:{name}", "layer": b[0], "blocks": b}
-           for name, b in groups.items()], skip_decode=whole_generation))
-    return out
-
+  plan = ablation_plans.skip_plan(layers=layers, tasks=tasks,
+                                  group_tasks=group_tasks, groups=groups,
+                                  n_layers=L, d_model=lm.config.d_model)
   all_tasks = list(dict.fromkeys(tasks + group_tasks))
   study.start(len(modes) * len(all_tasks), unit="task")
   ablation.run_task_ablations(study, tasks=all_tasks, modes=modes, n=F.n,

@@ -22,7 +22,6 @@ over the pairs, its depth fraction, pooled transfer and preserve with Wilson
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -73,12 +72,10 @@ def main(argv):
   text = main_job.format_summary(summary, F.model, lm.n_layers)
   print(text)
   out = Path(F.out_dir)
-  (out / "main_summary.txt").write_text(text + "\n")
-  (out / "main_summary.json").write_text(json.dumps(
-      {"model": F.model, "dtype": str(lm.dtype), "n_layers": lm.n_layers,
-       "n": F.n,
-       "pairs": [list(p) for p in pairs], "summary": summary,
-       "seconds": time.time() - t0}, indent=1))
+  main_job.write_summary_files(out, text, {
+      "model": F.model, "dtype": str(lm.dtype), "n_layers": lm.n_layers,
+      "n": F.n, "pairs": [list(p) for p in pairs], "summary": summary,
+      "seconds": time.time() - t0})
   transfer_by_layer(rows, out / "main_transfer_by_layer.png",
                     title=f"transfer by layer, {F.model} (N={F.n})")
   print(f"\nresults and plots under {out.resolve()} "

@@ -23,7 +23,8 @@ noise is seeded: with --noise_per_prompt (default) every (prompt, layer,
 position, scale) draws its own eps from a seed derived from --seed, so
 prompts get independent noise as in the original; without it, one eps per
 cell is shared by the N prompts (faster). `--layers=study` is the original's
-grid range(0, n, max(1, n // 14)); default: every layer.
+grid range(0, n, max(1, n // 14)); default: every layer. The plan is
+`icl_jax.studies.ablation_plans.noise_plan`.
 """
 
 from __future__ import annotations
@@ -31,22 +32,21 @@ from __future__ import annotations
 from absl import app, flags
 
 from experiments import common
+from icl_jax.studies.ablation_plans import NOISE_POSITIONS, NOISE_UNITS
 
 common.define_common_flags(default_n=10)
 flags.DEFINE_list("tasks", ["uppercase", "first_letter", "repeat_word",
                             "length", "linear_2x", "sentiment", "antonym",
                             "pattern_completion"], "tasks (8 core)")
-POSITIONS = ("last_demo_token", "first_query_token", "separator_after_demo")
 flags.DEFINE_list("positions", ["last_demo_token", "first_query_token"],
                   "noised positions")
-NOISE = ("unit", "act_std", "rms")
-flags.DEFINE_enum("faithful_noise", "unit", list(NOISE),
+flags.DEFINE_enum("faithful_noise", "unit", list(NOISE_UNITS),
                   "noise unit in faithful mode: unit (N(0, I), as run), "
                   "act_std (sigma_act of the layer) or rms (the residual's "
                   "own RMS at the position)")
 flags.DEFINE_list("faithful_scales", ["0.5", "1", "2", "5"],
                   "noise scales in faithful mode")
-flags.DEFINE_enum("aligned_noise", "act_std", list(NOISE),
+flags.DEFINE_enum("aligned_noise", "act_std", list(NOISE_UNITS),
                   "noise unit in aligned mode")
 flags.DEFINE_list("aligned_scales", ["3"], "noise scales in aligned mode")
 flags.DEFINE_float("primary_scale", None, "scale reported as primary "
@@ -61,16 +61,12 @@ EXPERIMENT = "noise_tracing"
 
 def main(argv):
   del argv
-  import numpy as np
-
-  from icl_jax import tasks as T
-  from icl_jax.studies import ablation, accuracy
-  from icl_jax.studies.study import check_choices, parse_floats
   from icl_jax.analysis.heatmaps import heatmap
-  from icl_jax.interventions.spec import make_cells
+  from icl_jax.studies import ablation, ablation_plans
+  from icl_jax.studies.study import check_choices, parse_floats
 
   tasks, modes = common.parse_task_flags()
-  positions = check_choices(F.positions, POSITIONS, "--positions")
+  positions = check_choices(F.positions, NOISE_POSITIONS, "--positions")
   noise = {"faithful": (F.faithful_noise, parse_floats(
       F.faithful_scales, "--faithful_scales")),
            "aligned": (F.aligned_noise, parse_floats(
@@ -78,7 +74,6 @@ def main(argv):
   if F.act_prompts < 1:
     raise ValueError("--act_prompts must be >= 1")
   lm, layers = common.load_model_and_layers(EXPERIMENT)
-  tok, D = lm.tokenizer, lm.config.d_model
   config = dict(model=F.model, tasks=tasks, positions=positions,
                 layers=layers, modes=modes, n=F.n,
                 noise={m: [noise[m][0], noise[m][1]] for m in modes},
@@ -89,49 +84,12 @@ def main(argv):
                           key_extra=("noise", "scale"))
   sigma_act = None
   if any(noise[m][0] == "act_std" for m in modes):
-    core = [T.make_episodes(T.get_task(t), -(-F.act_prompts // 8))
-            for t in T.CORE_TASKS]
-    prompts = [core[i % 8][i // 8].prompt().text
-               for i in range(F.act_prompts)]
-    sigma_act = ablation.activation_std(lm, layers, prompts)
-
-  def plan(mode, tp):
-    kind, scales = noise[mode]
-    primary = F.primary_scale if F.primary_scale is not None else max(scales)
-    meta, specs = [], []
-    for pos_name in positions:
-      # Per prompt its own index (as the study's get_position_index); one
-      # draw per cell needs one index shared by every prompt.
-      pos = (ablation.single_positions(tok, tp, pos_name, mode)
-             if F.noise_per_prompt else
-             [ablation.single_position(tok, tp, pos_name, mode)] *
-             len(tp.episodes))
-      for l in layers:
-        for s in scales:
-          sigma = s * sigma_act[l] if kind == "act_std" else s
-          meta.append({"condition": pos_name, "layer": l, "noise": kind,
-                       "scale": s, "sigma": float(sigma),
-                       "primary": s == primary, "n_positions": 1,
-                       "positions": sorted({int(p) for p in pos}),
-                       "sigma_act": None if sigma_act is None
-                       else sigma_act[l]})
-          specs.append((pos, l, sigma, accuracy.stable_seed(
-              F.seed, tp.task, pos_name, l, s)))
-
-    def cells(prompt_index, slots):
-      masks = np.zeros((len(specs), slots), bool)
-      for c, (pos, _, _, _) in enumerate(specs):
-        masks[c, pos[prompt_index]] = True
-      return make_cells(
-          "noise", [sp[1] for sp in specs], masks, D,
-          sigma=[sp[2] for sp in specs], relative=kind == "rms",
-          seed=[(sp[3] + 104729 * prompt_index) & 0x7FFFFFFF
-                for sp in specs])
-
-    if F.noise_per_prompt:
-      return [ablation.EngineGroup(None, meta, per_prompt=cells)]
-    return [ablation.EngineGroup(cells(0, tp.slots), meta)]
-
+    sigma_act = ablation.activation_std(
+        lm, layers, ablation_plans.act_std_prompts(F.act_prompts))
+  plan = ablation_plans.noise_plan(
+      lm.tokenizer, layers=layers, positions=positions, noise=noise,
+      primary_scale=F.primary_scale, sigma_act=sigma_act, seed=F.seed,
+      per_prompt=F.noise_per_prompt, d_model=lm.config.d_model)
   study.start(len(modes) * len(tasks), unit="task")
   ablation.run_task_ablations(study, tasks=tasks, modes=modes, n=F.n,
                               plan=plan, extra={"noise": None, "scale": None})

@@ -25,7 +25,6 @@ from absl import app, flags
 
 from experiments import common
 
-VARIANTS = ("sentiment", "sentiment_goodbad", "sentiment_symbol")
 VARIANT_PAIRS = (("sentiment", "sentiment_goodbad"),
                  ("sentiment_goodbad", "sentiment"),
                  ("sentiment", "sentiment_symbol"),
@@ -42,51 +41,10 @@ F = flags.FLAGS
 EXPERIMENT = "sentiment_variants"
 
 
-def is_variant_pair(s, t):
-  return s in VARIANTS and t in VARIANTS
-
-
-def build_jobs(modes, pairs, n, layers, seed, on_mismatch):
-  from icl_jax.studies import plans, setups
-
-  jobs = []
-  for mode in modes:
-    objs = {}  # one Task object per task across the pairs (RNG replay)
-    for s, t in pairs:
-      q = "source" if is_variant_pair(s, t) else "target"
-      setup = setups.setup_pairs([(s, t)], n, queries=q, seed=seed,
-                                task_objects=objs)[0]
-      jobs.append(plans.transfer_job(
-          mode, setup, layers, ["all_demo"], on_mismatch=on_mismatch,
-          extra={"queries": q}))
-  return jobs
-
-
-def summarize(rows):
-  from collections import defaultdict
-
-  base = {(r["mode"], r["target_task"]): r["preserve"] for r in rows
-          if r["condition"] == "baseline"}
-  g = defaultdict(list)
-  for r in rows:
-    if r["condition"] != "baseline":
-      g[(r["mode"], r["layer"])].append(r)
-  per_layer = []
-  for (mode, layer), rs in sorted(g.items()):
-    var = [r["transfer"] for r in rs
-           if is_variant_pair(r["source_task"], r["target_task"])]
-    per_layer.append({
-        "mode": mode, "layer": layer,
-        "variant_mean_transfer": sum(var) / len(var) if var else None,
-        "pairs": {f"{r['source_task']}->{r['target_task']}":
-                  (r["transfer"], r["preserve"], r["neither"]) for r in rs}})
-  return {"baselines": {f"{m}/{t}": v for (m, t), v in base.items()},
-          "per_layer": per_layer}
-
-
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
+  from icl_jax.studies import sentiment_variants as sv
   from icl_jax.studies.layers import study_fraction_layer
 
   modes, pairs, n = common.parse_pair_flags()
@@ -94,20 +52,17 @@ def main(argv):
                               dict(baselines=F.baselines),
                               study_layers=study_fraction_layer)
   if F.baselines:  # Part A: clean accuracy, one batched generation
-    st.run_baselines(VARIANTS, n)
-  rows = st.run(build_jobs(modes, pairs, n, st.layers, F.seed,
-                           F.on_mismatch))
+    st.run_baselines(sv.VARIANTS, n)
+  rows = st.run(sv.build_jobs(modes, pairs, n, st.layers, F.seed,
+                              F.on_mismatch))
   transfer_by_layer([r for r in rows if r["condition"] != "baseline"],
                     st.path / "transfer_by_layer.png",
                     title=f"exp32 sentiment variants on {F.model}")
-  summary = summarize(rows)
+  summary = sv.summarize(rows)
   st.finish(summary)
-  for k, v in sorted(summary["baselines"].items()):
-    print(f"baseline {k}: {v:.2f}")
-  for p in summary["per_layer"]:
-    if p["variant_mean_transfer"] is not None:
-      print(f"{p['mode']:9} L{p['layer']:<3} mean variant transfer "
-            f"{p['variant_mean_transfer']:.3f}")
+  text = sv.format_summary(summary)
+  if text:
+    print(text)
   print(f"results under {st.path.resolve()}")
 
 

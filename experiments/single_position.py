@@ -95,9 +95,7 @@ def main(argv):
   rows = study.rows()
   pair_rows = [r for r in rows if not r["condition"].startswith("control")]
   extra["localization"] = sp.localization(pair_rows)
-  off = [r["transfer"] for r in pair_rows
-         if r["source_task"] != r["target_task"]]
-  extra["mean_offdiagonal_transfer"] = sum(off) / len(off) if off else None
+  extra["mean_offdiagonal_transfer"] = sp.offdiagonal_mean(pair_rows)
   study.finish(extra)
   heatmap(pair_rows, study.path / "transfer_by_layer.png", x="layer",
           y=pair_label, value="transfer", panel=("mode", "condition",

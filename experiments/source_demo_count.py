@@ -26,7 +26,6 @@ from __future__ import annotations
 from absl import app, flags
 
 from experiments import common
-from icl_jax.studies.scoring import TaskScoring
 
 PAIRS = (("uppercase", "repeat_word"), ("uppercase", "length"),
          ("repeat_word", "length"))
@@ -39,68 +38,11 @@ F = flags.FLAGS
 EXPERIMENT = "source_demo_count"
 
 
-def k_setup(setup, k: int, padded: bool):
-  """The pair's setup with k source demos (same queries)."""
-  import dataclasses
-
-  from icl_jax.tasks import Episode
-
-  eps = []
-  for s_ep, t_ep in zip(setup.source_episodes, setup.target_episodes):
-    demos = tuple(s_ep.demos[:k])
-    if padded:
-      demos = demos + tuple(t_ep.demos[k:])
-    eps.append(Episode(s_ep.task, demos, s_ep.query, s_ep.expected))
-  return dataclasses.replace(setup, source_episodes=eps)
-
-
-def k_job(mode, setup, layers, ks, padded, on_mismatch):
-  """One job per (mode, pair): all k x layers cells on one target set."""
-  from icl_jax.studies import plans, positions, layers
-
-  cond = "all_demo/padded" if padded else "all_demo"
-  cells = [{"layer": int(l), "condition": cond, "source_k": int(k)}
-           for k in ks for l in layers]
-  scoring = TaskScoring(setup.source_task, setup.target_task)
-
-  def build(engine, targets, todo):
-    out, cache = [], {}
-    for c in todo:
-      k = c["source_k"]
-      if k not in cache:
-        sub = k_setup(setup, k, padded)
-        resid, lengths = plans.capture_sources(engine, sub.source_episodes)
-        if mode == "faithful":
-          pm = positions.faithful_map(
-              engine.lm.tokenizer,
-              [e.prompt().text for e in sub.source_episodes], "all_demo",
-              targets.slots, lengths, k=len(sub.source_episodes[0].demos))
-        else:
-          pm = positions.aligned_map(engine.lm.tokenizer, sub.source_episodes,
-                                 setup.target_episodes, "all_demo",
-                                 on_mismatch)
-          if padded:  # patch only the k source-task demos
-            keep = set()
-            lay = positions.layout(engine.lm.tokenizer, sub.source_episodes[0])
-            for r in lay.records:
-              if r.segment == "demo" and r.demo < k:
-                keep.add(r.index)
-            pm = pm.select(keep)
-        cache[k] = (resid, pm)
-      resid, pm = cache[k]
-      out.append(plans.replace_plan(resid, c["layer"], c["condition"], pm,
-                                    source_k=k))
-    return out
-
-  return plans.Job(mode, setup, scoring, cells, build,
-                   f"{setup.source_task} -> {setup.target_task} "
-                   f"(k={','.join(map(str, ks))}{', padded' if padded else ''})")
-
-
 def main(argv):
   del argv
   from icl_jax.analysis.plots import transfer_by_layer
-  from icl_jax.studies import study, setups, layers
+  from icl_jax.studies import layers, study
+  from icl_jax.studies import source_demo_count as sdc
 
   modes, pairs, n = common.parse_pair_flags()
   ks = study.parse_ints(F.source_k, "--source_k", 1, 5)
@@ -108,43 +50,17 @@ def main(argv):
       EXPERIMENT, modes, pairs, n,
       dict(source_k=ks, pad_source_demos=F.pad_source_demos),
       study_layers=layers.study_fraction_layer, key_extra=("source_k",))
-  jobs = []
-  for mode in modes:
-    for setup in setups.setup_pairs(pairs, n, queries="target", seed=F.seed):
-      jobs.append(k_job(mode, setup, st.layers, ks, False, F.on_mismatch))
-      if F.pad_source_demos:
-        jobs.append(k_job(mode, setup, st.layers, ks, True, F.on_mismatch))
-  rows = st.run(jobs)
+  rows = st.run(sdc.build_jobs(modes, pairs, n, st.layers, ks,
+                               F.pad_source_demos, F.seed, F.on_mismatch))
   plot_rows = [dict(r, condition=f"{r['condition']} k={r['source_k']}")
                for r in rows]
   transfer_by_layer(plot_rows, st.path / "transfer_by_layer.png",
                     title=f"exp30 source demo count on {F.model}")
-  table = summarize(rows)
+  table = sdc.summarize(rows)
   st.finish({"mean_by_k": table})
-  for t in table:
-    print(f"{t['mode']:9} {t['condition']:16} k={t['source_k']} best layer "
-          f"{t['best_layer']:>3}: mean transfer {t['mean_transfer']:.3f} "
-          f"(n_positions {t['n_positions']})")
+  if table:
+    print(sdc.format_table(table))
   print(f"results under {st.path.resolve()}")
-
-
-def summarize(rows):
-  from collections import defaultdict
-
-  g = defaultdict(lambda: defaultdict(list))
-  for r in rows:
-    g[(r["mode"], r["condition"], r["source_k"])][r["layer"]].append(r)
-  out = []
-  for (mode, cond, k), by_layer in sorted(g.items()):
-    means = {l: sum(r["transfer"] for r in rs) / len(rs)
-             for l, rs in by_layer.items()}
-    best = max(sorted(means), key=lambda l: means[l])
-    out.append({"mode": mode, "condition": cond, "source_k": k,
-                "best_layer": best, "mean_transfer": means[best],
-                "by_layer": means,
-                "n_positions": sorted({r["n_positions"]
-                                       for r in by_layer[best]})})
-  return out
 
 
 if __name__ == "__main__":

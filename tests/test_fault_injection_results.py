@@ -33,7 +33,7 @@ def _run(args, tmp_path, timeout=300):
 
 
 class FakeLM:
-  """Answers uppercase correctly; records calls (experiments/baseline.py)."""
+  """Answers uppercase correctly; records calls (studies/baseline.py)."""
 
   dtype = "float32"
 
@@ -53,7 +53,7 @@ class FakeLM:
 # ---------------------------------------------------------------------------
 
 def test_cut_last_line_is_recomputed_and_the_file_valid(tmp_path):
-  from experiments import baseline
+  from icl_jax.studies import baseline
 
   tasks = ["uppercase", "first_letter", "sentiment"]
   lm = FakeLM()
@@ -318,7 +318,7 @@ def test_bad_counts_fail_before_config_is_written(tmp_path, script, flag):
 
 
 def test_baseline_n0_is_a_clear_error(tmp_path):
-  from experiments import baseline
+  from icl_jax.studies import baseline
 
   with pytest.raises(ValueError, match="--n must be an integer >= 1"):
     baseline.run(FakeLM(), "fake", ["uppercase"], 0, str(tmp_path))

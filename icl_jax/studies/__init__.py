@@ -5,13 +5,22 @@ Everything the study's experiments share lives here, above the generic
 engine (`icl_jax.interventions`, which knows no task, mode or result file):
 
   modes and layers   `study` (flag parsing and validation: layers, modes,
-                     pairs, tasks), `accuracy.MODE_SPECS`
-  episode setups     `transfer.setup_pairs` / `plans.make_setups`
-  position maps      `plans` (faithful and aligned), `transfer.position_sets`
-  scoring and rows   `transfer.score_rows`, `plans.cell_row`,
-                     `accuracy.accuracy_rows`
-  runs               `study.open_study` / `accuracy.Study` (results dir,
-                     resume, progress, summary)
-  studies            `single_position`, `ablation`, `controls`,
-                     `prompt_files` (user prompt files)
+                     pairs, tasks), `modes.MODE_SPECS`, `layers`
+  episode setups     `setups.setup_pairs`
+  position maps      `positions` (faithful and aligned)
+  scoring and rows   `scoring` (task, prompt-file and mixed scorers),
+                     `plans.cell_row`, `accuracy.accuracy_rows` (and the
+                     seed helpers)
+  runs               `study.open_study` / `run.Study` (results dir, resume,
+                     progress, summary), `plans.run_jobs`
+  studies            `transfer`, `single_position`, `ablation` (+
+                     `ablation_plans`), `controls`, `sweep` with
+                     `prompt_files` (user prompt files), and one module per
+                     experiment script with more than flags: `baseline`,
+                     `localization`, `trajectory`, `task_decodability`,
+                     `task_vectors`, `ontology`, `tokenization`,
+                     `template_similarity`, `output_positions`,
+                     `source_demo_count`, `sentiment_variants`,
+                     `variable_length`, `pair_matrix`, `proper_stats`,
+                     `main_job`
 """

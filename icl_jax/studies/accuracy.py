@@ -1,6 +1,8 @@
 """Rows of single-task interventions (noise, zeroing, knockout, skipping,
 demo counts): accuracy under the edit, the clean baseline of the same
-prompts, and the disruption (the one accuracy/disruption row builder).
+prompts, and the disruption (the one accuracy/disruption row builder);
+and the studies' deterministic seeds (`stable_seed`, `cell_seed`,
+`prompt_seed`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from typing import Sequence
 
 from icl_jax import tasks as T
 from icl_jax.studies.modes import MODE_SPECS
+
 
 def _accuracy(task: str, texts: Sequence[str], episodes, scorer: str,
               extract=None) -> list[bool]:
@@ -87,3 +90,20 @@ def stable_seed(*parts) -> int:
   import zlib
 
   return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def name_seed(name: str) -> int:
+  """A small deterministic number of a name (sum of its code points mod
+  9973; not Python's hash, which changes between processes)."""
+  return sum(ord(ch) for ch in name) % 9973
+
+
+def cell_seed(seed: int, layer: int, name: str) -> int:
+  """The noise seed of one (layer, position set) cell of a sweep."""
+  return int(seed * 1000003 + layer * 101 + name_seed(name))
+
+
+def prompt_seed(cell: int, prompt_index: int) -> int:
+  """A cell seed moved to one prompt (independent noise per prompt), 31
+  bits."""
+  return (cell + 104729 * prompt_index) & 0x7FFFFFFF

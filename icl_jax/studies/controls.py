@@ -103,3 +103,73 @@ def controls_job(mode: str, setup, third_episodes, third_task: str,
 
   return plans.Job(mode, setup, scoring, cells, build,
                    f"{setup.source_task} -> {setup.target_task} (controls)")
+
+
+def check_controls(controls) -> None:
+  """--controls: known control names only."""
+  bad = [c for c in controls if c not in CONTROLS]
+  if bad:
+    raise ValueError(f"--controls: unknown {bad}; known: {list(CONTROLS)}")
+
+
+def third_task_for(pair, preferred: str) -> str:
+  """The random-source task of a pair: `preferred`, or the first core task
+  outside the pair when the pair contains it."""
+  from icl_jax.tasks import CORE_TASKS
+
+  if preferred not in pair:
+    return preferred
+  return next(t for t in CORE_TASKS if t not in pair)
+
+
+def build_jobs(modes, pairs, n, layers, controls, third, condition, seed,
+               on_mismatch) -> list[plans.Job]:
+  """One controls job per (mode, pair); the third task's prompts come from
+  its own Task object (its own RNG stream) per mode."""
+  from icl_jax.studies import setups
+  from icl_jax.tasks import get_task, make_episodes
+
+  jobs = []
+  for mode in modes:
+    objs = {}
+    for i, setup in enumerate(setups.setup_pairs(pairs, n, seed=seed,
+                                                 task_objects=objs)):
+      third_task = third_task_for((setup.source_task, setup.target_task),
+                                  third)
+      key = "__third__" + third_task  # its own Task object and RNG stream
+      objs.setdefault(key, get_task(third_task))
+      third_eps = make_episodes(objs[key], n)
+      jobs.append(controls_job(mode, setup, third_eps, third_task, layers,
+                               condition=condition, seed=seed, pair_index=i,
+                               on_mismatch=on_mismatch, controls=controls))
+  return jobs
+
+
+def summarize(rows) -> list[dict]:
+  """Mean transfer, preserve and neither over the pairs per (mode, layer,
+  control)."""
+  from collections import defaultdict
+
+  g = defaultdict(list)
+  for r in rows:
+    g[(r["mode"], r["layer"], r["condition"])].append(r)
+  return [{"mode": m, "layer": l, "control": c, "pairs": len(rs),
+           "mean_transfer": sum(r["transfer"] for r in rs) / len(rs),
+           "mean_preserve": sum(r["preserve"] for r in rs) / len(rs),
+           "mean_neither": sum(r["neither"] for r in rs) / len(rs)}
+          for (m, l, c), rs in sorted(g.items())]
+
+
+def format_means(summary, layers, n_layers: int) -> str:
+  """The means of the shown layers (all when <= 3 ran, else the study's
+  layer), one line each."""
+  from icl_jax.studies.layers import study_fraction_layer
+
+  lines = []
+  for s in summary:
+    if len(layers) <= 3 or s["layer"] in study_fraction_layer(n_layers):
+      lines.append(f"{s['mode']:9} L{s['layer']:<3} {s['control']:14} "
+                   f"transfer {s['mean_transfer']:.3f} preserve "
+                   f"{s['mean_preserve']:.3f} neither "
+                   f"{s['mean_neither']:.3f}")
+  return "\n".join(lines)

@@ -78,3 +78,14 @@ def format_summary(summary, model: str, n_layers: int) -> str:
             "best L 'none': zero transfer at every layer; its rates are "
             "pooled over all layers."]
   return "\n".join(lines)
+
+
+def write_summary_files(out_dir, text: str, info: dict) -> None:
+  """<out_dir>/main_summary.txt (the printed summary) and
+  main_summary.json (`info`)."""
+  import json
+  from pathlib import Path
+
+  out = Path(out_dir)
+  (out / "main_summary.txt").write_text(text + "\n")
+  (out / "main_summary.json").write_text(json.dumps(info, indent=1))

@@ -118,7 +118,7 @@ def faithful_map(tok, source_texts: Sequence[str], condition: str,
 def layout(tok, ep):
   """The token layout of an episode (or a PromptSpec)."""
   spec = ep.prompt() if hasattr(ep, "prompt") else ep
-  return T.tokenlayout(tok, spec)
+  return T.token_layout(tok, spec)
 
 
 def aligned_map(tok, source_eps, target_eps, condition: str,

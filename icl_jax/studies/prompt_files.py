@@ -39,6 +39,10 @@ built with the study's format (or `--prompt_format=arrow`); "answer" and
 Faithful mode applies the study's line-based index formula to the prompt
 text, which only finds positions in "Input:"/"Output:" lines; aligned mode
 uses the spans above.
+
+Also here: `resolve_side` (a sweep side: a task name or a prompt file),
+`reformat_setup` (task episodes in another prompt format) and `file_digest`
+(the content hash a sweep's configuration records).
 """
 
 from __future__ import annotations
@@ -103,15 +107,9 @@ def _alternatives(col: str) -> tuple[str, ...]:
   return tuple(a.strip() for a in _unescape(col).split(" || ") if a.strip())
 
 
-def parse_marked(line: str, lineno: int = 0) -> tuple[PromptSpec, tuple,
-                                                       tuple]:
-  """One .txt line -> (spec, target answers, source answers)."""
-  cols = line.rstrip("\n").split("\t")
-  raw = cols[0]
-  answers = _alternatives(cols[1]) if len(cols) > 1 else ()
-  src = _alternatives(cols[2]) if len(cols) > 2 else ()
-  where = f"line {lineno}: " if lineno else ""
-  # Tokens: ("text", s) | ("in", x) | ("out", y) | ("query", q)
+def _mark_parts(raw: str) -> list[tuple[str, str]]:
+  """A .txt prompt column -> [(kind, string)], kind "text" | "in" | "out" |
+  "query" (escapes resolved)."""
   parts, pos = [], 0
   for m in _MARK.finditer(raw):
     if m.start() > pos:
@@ -123,84 +121,112 @@ def parse_marked(line: str, lineno: int = 0) -> tuple[PromptSpec, tuple,
     pos = m.end()
   if pos < len(raw):
     parts.append(("text", _unescape(raw[pos:])))
-  if not any(k == "out" for k, _ in parts):
-    raise PromptFileError(f"{where}no demo answer marked with [[...]]")
-  spans, text = [], ""
-  demos: list[list] = []
-  demo = 0  # index of the demo being built
-  pending_in = None
-  query = ""
-  seen_query = False
+  return parts
 
-  def add(role, d, s):
-    nonlocal text
+
+class _SpanBuilder:
+  """The prompt text and its role spans, built part by part."""
+
+  def __init__(self, where: str):
+    """`where`: the line prefix of error messages."""
+    self.where = where
+    self.spans, self.text = [], ""
+    self.demos: list[list] = []
+    self.demo = 0  # index of the demo being built
+    self.pending_in = None
+    self.query = ""
+    self.seen_query = False
+    self.lead = ""  # a label's trailing spaces go to the value after it
+
+  def add(self, role, d, s):
+    """Appends s as a span of `role` (demo d); empty strings add nothing."""
     if s:
-      spans.append(Span(role, d, len(text), len(text) + len(s), s))
-      text += s
+      self.spans.append(Span(role, d, len(self.text), len(self.text) + len(s),
+                             s))
+      self.text += s
 
-  lead = ""  # a label's trailing spaces go to the value after it
-
-  def take_lead(s):
-    nonlocal lead
+  def take_lead(self, s):
+    """s without its trailing spaces, which go to the next value."""
     stripped = s.rstrip(" ")
-    lead = s[len(stripped):]
+    self.lead = s[len(stripped):]
     return stripped
 
-  i = 0
-  while i < len(parts):
-    kind, s = parts[i]
-    value = lead + s if kind != "text" else s
-    lead = ""
+  def marked(self, kind: str, s: str, value: str):
+    """A marked value: the query, a demo input or a demo answer."""
+    where = self.where
     if kind == "query":
-      if seen_query:
+      if self.seen_query:
         raise PromptFileError(f"{where}more than one <<query>>")
-      seen_query = True
-      query = s
-      add("query_value", None, value)
+      self.seen_query = True
+      self.query = s
+      self.add("query_value", None, value)
     elif kind == "in":
-      if seen_query:
+      if self.seen_query:
         raise PromptFileError(f"{where}demo input after the query")
-      if pending_in is not None:
+      if self.pending_in is not None:
         raise PromptFileError(f"{where}two {{{{inputs}}}} without an answer "
                               "between them")
-      pending_in = s
-      add("input_value", demo, value)
-    elif kind == "out":
-      if seen_query:
+      self.pending_in = s
+      self.add("input_value", self.demo, value)
+    else:  # "out"
+      if self.seen_query:
         raise PromptFileError(f"{where}demo answer after the query")
-      add("output_value", demo, value)
-      demos.append([pending_in if pending_in is not None else "", s])
-      pending_in = None
-      demo += 1
-      # the whitespace right after the answer is this demo's separator
-      if i + 1 < len(parts) and parts[i + 1][0] == "text":
-        nxt = parts[i + 1][1]
-        ws = len(nxt) - len(nxt.lstrip())
-        add("demo_separator", demo - 1, nxt[:ws])
-        parts[i + 1] = ("text", nxt[ws:])
-    else:  # free text: its role depends on what comes next
-      nxt = parts[i + 1][0] if i + 1 < len(parts) else None
-      if seen_query:
-        add("final_output_label", None, s)
-      elif nxt == "in":
-        add("input_label", demo, take_lead(s))
-      elif nxt == "out":
-        s = take_lead(s)
-        if pending_in is not None:
-          ws = len(s) - len(s.lstrip())
-          add("newline", demo, s[:ws])
-          add("output_label", demo, s[ws:])
-        else:
-          add("output_label", demo, s)
-      elif nxt == "query":
-        add("query_label", None, take_lead(s))
-      else:  # trailing text after the last demo, no query marker
-        add("final_output_label", None, s)
-    i += 1
-  if not text:
+      self.add("output_value", self.demo, value)
+      self.demos.append([self.pending_in if self.pending_in is not None
+                         else "", s])
+      self.pending_in = None
+      self.demo += 1
+
+  def free_text(self, s: str, nxt: str | None):
+    """Free text: its role depends on the kind of the next part."""
+    demo = self.demo
+    if self.seen_query:
+      self.add("final_output_label", None, s)
+    elif nxt == "in":
+      self.add("input_label", demo, self.take_lead(s))
+    elif nxt == "out":
+      s = self.take_lead(s)
+      if self.pending_in is not None:
+        ws = len(s) - len(s.lstrip())
+        self.add("newline", demo, s[:ws])
+        self.add("output_label", demo, s[ws:])
+      else:
+        self.add("output_label", demo, s)
+    elif nxt == "query":
+      self.add("query_label", None, self.take_lead(s))
+    else:  # trailing text after the last demo, no query marker
+      self.add("final_output_label", None, s)
+
+
+def parse_marked(line: str, lineno: int = 0) -> tuple[PromptSpec, tuple,
+                                                       tuple]:
+  """One .txt line -> (spec, target answers, source answers)."""
+  cols = line.rstrip("\n").split("\t")
+  raw = cols[0]
+  answers = _alternatives(cols[1]) if len(cols) > 1 else ()
+  src = _alternatives(cols[2]) if len(cols) > 2 else ()
+  where = f"line {lineno}: " if lineno else ""
+  parts = _mark_parts(raw)
+  if not any(k == "out" for k, _ in parts):
+    raise PromptFileError(f"{where}no demo answer marked with [[...]]")
+  b = _SpanBuilder(where)
+  for i, (kind, s) in enumerate(parts):
+    value = b.lead + s if kind != "text" else s
+    b.lead = ""
+    if kind == "text":
+      b.free_text(s, parts[i + 1][0] if i + 1 < len(parts) else None)
+      continue
+    b.marked(kind, s, value)
+    # the whitespace right after an answer is this demo's separator
+    if kind == "out" and i + 1 < len(parts) and parts[i + 1][0] == "text":
+      nxt = parts[i + 1][1]
+      ws = len(nxt) - len(nxt.lstrip())
+      b.add("demo_separator", b.demo - 1, nxt[:ws])
+      parts[i + 1] = ("text", nxt[ws:])
+  if not b.text:
     raise PromptFileError(f"{where}empty prompt")
-  spec = PromptSpec(text=text, spans=tuple(spans),
-                    demos=tuple((x, y) for x, y in demos), query=query,
+  spec = PromptSpec(text=b.text, spans=tuple(b.spans),
+                    demos=tuple((x, y) for x, y in b.demos), query=b.query,
                     fmt=FILE_FORMAT)
   return spec, answers, src
 
@@ -315,3 +341,51 @@ def load_prompt_file(path, fmt: PromptFormat = STUDY_FORMAT,
 
 def looks_like_file(arg: str) -> bool:
   return arg.endswith((".txt", ".jsonl")) or "/" in arg
+
+
+def resolve_side(arg: str, n: int, fmt: PromptFormat = STUDY_FORMAT):
+  """A sweep side given as a task name or a prompt file.
+
+  Returns (name, is_task, prompts): (task, True, None) for a registered
+  task; (file stem, False, its first n prompts) for a prompt file. A name
+  that is neither raises the task registry's UnknownTaskError.
+  """
+  from icl_jax.tasks import UnknownTaskError, get_task
+
+  try:
+    get_task(arg)
+    return arg, True, None
+  except UnknownTaskError:
+    if not looks_like_file(arg) and not Path(arg).exists():
+      raise
+  prompts = load_prompt_file(arg, fmt)
+  return Path(arg).stem, False, prompts[:n]
+
+
+def reformat_setup(setup, fmt: PromptFormat):
+  """A pair setup whose task episodes are rendered in another prompt format
+  (as `FilePrompt`s answering with the task's expected answer); file prompts
+  are kept as they are."""
+
+  def conv(eps):
+    """Task episodes -> FilePrompts in `fmt` (file prompts kept)."""
+    if eps is None:
+      return None
+    out = []
+    for e in eps:
+      if isinstance(e, FilePrompt):
+        out.append(e)
+        continue
+      out.append(FilePrompt(build_prompt(e.demos, e.query, fmt),
+                            (e.expected,) if e.expected else (), (), e.task))
+    return out
+
+  return dataclasses.replace(setup, source_episodes=conv(
+      setup.source_episodes), target_episodes=conv(setup.target_episodes))
+
+
+def file_digest(path) -> str:
+  """Content hash of a prompt file (a changed file = another config)."""
+  import hashlib
+
+  return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]

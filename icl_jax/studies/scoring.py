@@ -8,6 +8,7 @@ import dataclasses
 from typing import Callable, Sequence
 
 from icl_jax import tasks as T
+from icl_jax.tasks.classify import SCORERS
 
 
 @dataclasses.dataclass
@@ -80,6 +81,35 @@ class AnswerScoring:
     return Judgement(s, t, s, t, list(src) or None, list(tgt) or None)
 
 
+class MixedScoring:
+  """Scoring of a sweep whose source and target are each a task or a prompt
+  file.
+
+  A target task: the tasks' scorers (`TaskScoring`; source None when the
+  source is a file). A target file: its answer columns (`AnswerScoring`);
+  transfer from its third column, or, where a prompt has none, from the
+  source task's scorers.
+  """
+
+  def __init__(self, source: str | None, target: str, source_is_task: bool,
+               target_is_task: bool):
+    self.source_task, self.target_task = source, target
+    self._task = TaskScoring(source if source_is_task else None,
+                             target) if target_is_task else None
+    self._src = T.get_task(source) if source_is_task else None
+    self._file = AnswerScoring(source, target)
+    self.target_is_task = target_is_task
+
+  def judge(self, ep, text: str) -> Judgement:
+    if self.target_is_task:
+      return self._task.judge(ep, text)
+    j = self._file.judge(ep, text)
+    if not ep.expected_source and self._src is not None:
+      j.src_faithful = T.is_correct(self._src, text, ep.query, "faithful")
+      j.src_strict = T.is_correct(self._src, text, ep.query, "strict")
+    return j
+
+
 def classify(j: Judgement, scorer: str, order: str = "source_first") -> str:
   """transfer / preserve / neither / both (strict only) of one judgement.
 
@@ -88,8 +118,8 @@ def classify(j: Judgement, scorer: str, order: str = "source_first") -> str:
   correct | not A)): the target task wins ties. Strict scoring reports ties
   as "both" either way.
   """
-  if scorer not in T.SCORERS:
-    raise ValueError(f"unknown scorer {scorer!r}; use one of {T.SCORERS}")
+  if scorer not in SCORERS:
+    raise ValueError(f"unknown scorer {scorer!r}; use one of {SCORERS}")
   src, tgt = ((j.src_faithful, j.tgt_faithful) if scorer == "faithful"
               else (j.src_strict, j.tgt_strict))
   if scorer == "strict" and src and tgt:

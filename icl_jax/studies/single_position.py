@@ -316,6 +316,13 @@ def localization(rows, metric: str = "transfer") -> list[dict]:
   return out
 
 
+def offdiagonal_mean(rows, metric: str = "transfer") -> float | None:
+  """Mean `metric` over the rows whose source and target tasks differ
+  (None without such rows)."""
+  off = [r[metric] for r in rows if r["source_task"] != r["target_task"]]
+  return sum(off) / len(off) if off else None
+
+
 def run_probe(study: Study, *, tasks, layers, mode: str, n: int, k: int,
               engine, condition: str = "first_query_token", n_splits: int = 5,
               test_size: float = 0.2, seed: int = 42):

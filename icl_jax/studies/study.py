@@ -54,6 +54,48 @@ def parse_pairs(spec: str | Sequence, known: Sequence[str] | None = None):
   return pairs
 
 
+def parse_triples(spec: str) -> list[tuple[str, str, str]]:
+  """--triples 'A:B:C,...' (or 'none') -> [(A, B, C)]; unknown tasks raise
+  naming the task."""
+  from icl_jax.tasks import get_task
+
+  if spec.strip().lower() == "none":
+    return []
+  out = []
+  for item in [x for x in spec.split(",") if x.strip()]:
+    parts = [p.strip() for p in item.split(":")]
+    if len(parts) != 3:
+      raise ValueError(f"--triples item {item!r} is not A:B:C")
+    for p in parts:
+      get_task(p)
+    out.append(tuple(parts))
+  return out
+
+
+def parse_demo_counts(ks: Sequence[str]) -> list[int]:
+  """--ks: demo counts in 1..5 (the study's fixed demo lists)."""
+  try:
+    out = [int(k) for k in ks]
+  except ValueError as e:
+    raise ValueError(f"--ks {ks} are not integers") from e
+  if not out or min(out) < 1 or max(out) > 5:
+    raise ValueError(f"--ks must be in 1..5 (the fixed demo lists), got {out}")
+  return out
+
+
+def check_probe_split(n: int, n_tasks: int) -> None:
+  """An 80/20 split of n x n_tasks prompts must leave at least one test and
+  one train prompt per task (exp14 Part C's probe)."""
+  import math
+
+  m = n * n_tasks
+  if min(math.ceil(0.2 * m), m - math.ceil(0.2 * m)) < n_tasks:
+    raise ValueError(
+        f"Part C: {m} prompts ({n} x {n_tasks} tasks) leave fewer than "
+        f"one test/train prompt per task in an 80/20 split; raise --n or "
+        "drop C from --parts")
+
+
 def _parse_list(spec, cast, what: str, bad: str) -> list:
   """A comma string (or sequence) -> non-empty list of cast values."""
   items = spec.split(",") if isinstance(spec, str) else list(spec)

@@ -370,3 +370,13 @@ def run_pair_study(lm, *, experiment: str, model: str, out_dir: str, pairs,
                     title=f"{experiment} on {model}")
   study.finish()
   return rows
+
+
+def mean_by_mode_layer(rows, metric: str = "transfer") -> dict:
+  """{"<mode> L<layer>": mean `metric`} over the rows, in row order."""
+  from collections import defaultdict
+
+  groups = defaultdict(list)
+  for r in rows:
+    groups[f"{r['mode']} L{r['layer']}"].append(r[metric])
+  return {k: sum(v) / len(v) for k, v in groups.items()}

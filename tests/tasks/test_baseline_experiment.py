@@ -1,10 +1,11 @@
-"""experiments/baseline.py with a scripted fake model (no weights needed)."""
+"""icl_jax.studies.baseline (behind experiments/baseline.py) with a scripted
+fake model (no weights needed)."""
 
 import json
 
 import pytest
 
-from experiments import baseline
+from icl_jax.studies import baseline
 from icl_jax.tasks import get_task
 from icl_jax.tasks import make_episodes
 
