@@ -18,7 +18,8 @@ a KV cache. Two edits, per cell:
     cache, hiding the knocked slots from the second call (at the knocked
     blocks only) is exactly a per-(query, key) mask "query-chunk tokens x
     knocked prefix keys". No attention code is copied: the block loop is
-    `engine.run_layers` with its knockout (`key_pos_alt`) and `skip` edits.
+    `models.decoder.run_blocks` with per-block key positions (`key_pos_at`)
+    and a `skip` edit hook.
 
   multi-layer skip (exp12 Part B): blocks with `skip[l]` have their output
     replaced by their input on the prompt forward (their K/V are still
@@ -42,9 +43,10 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from icl_jax.interventions.engine import (_dtype, _embed, _logits,
-                                         greedy_decode, run_layers)
+from icl_jax.interventions.decode import greedy_decode
 from icl_jax.models.config import DecoderConfig
+from icl_jax.models.decoder import (embed, final_logits, params_dtype,
+                                    run_blocks)
 
 
 @dataclasses.dataclass
@@ -62,24 +64,35 @@ class BlockwiseEdit:
   skip: np.ndarray | None = None
 
 
+def _skip_edit(skip):
+  """Edit hook: block l's output replaced by its input where skip[l]."""
+  return lambda l, x, y: jnp.where(skip[l], x, y)
+
+
+def _knock_at(key_pos, knocked, lo, hi):
+  """Per-block key positions: `knocked` [S] slots hidden at blocks
+  [lo, hi)."""
+  alt = jnp.where(knocked[None], -1, key_pos)
+  return lambda l: jnp.where((l >= lo) & (l < hi), alt, key_pos)
+
+
 @functools.partial(jax.jit, static_argnames=(
     "cfg", "max_new_tokens", "stop_rule", "skip_decode", "knock_generated"))
 def _blockwise_cell(cfg: DecoderConfig, params, prefix_ids, q_ids, q_len,
                     knock_lo, knock_hi, knock_keys, skip, tables,
                     max_new_tokens: int, stop_rule: str, skip_decode: bool,
                     knock_generated: bool):
-  dt = _dtype(params)
+  dt = params_dtype(params)
   L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
   P = prefix_ids.shape[0]
   N, Q = q_ids.shape
   M = max_new_tokens
-  S = P + Q + M
   # ---- prefix chunk (shared by all prompts; never knocked) ---------------
   pos = jnp.arange(P)[None]
   pcache = {n: jnp.zeros((L, 1, P, K, H), dt) for n in ("k", "v")}
-  x = _embed(cfg, params, prefix_ids[None])
-  _, pcache = run_layers(cfg, params, x, 0, L, pos, pos, pcache, pos,
-                         skip=skip)
+  x = embed(cfg, params, prefix_ids[None])
+  _, pcache = run_blocks(cfg, params, x, pos, pos, cache=pcache, slots=pos,
+                         edit=_skip_edit(skip))
   # ---- query chunk ---------------------------------------------------------
   cache = {n: jnp.concatenate(
       [jnp.broadcast_to(pcache[n], (L, N, P, K, H)),
@@ -90,12 +103,13 @@ def _blockwise_cell(cfg: DecoderConfig, params, prefix_ids, q_ids, q_len,
       [jnp.broadcast_to(jnp.arange(P), (N, P)), q_keys,
        jnp.full((N, M), -1, jnp.int32)], axis=1)  # [N,S]
   ko = jnp.concatenate([knock_keys, jnp.zeros((Q + M,), bool)])  # [S]
-  x = _embed(cfg, params, q_ids)
-  x, cache = run_layers(cfg, params, x, 0, L, q_pos, key_pos, cache, q_pos,
-                        key_pos_alt=jnp.where(ko[None], -1, key_pos),
-                        alt_lo=knock_lo, alt_hi=knock_hi, skip=skip)
+  x = embed(cfg, params, q_ids)
+  x, cache = run_blocks(cfg, params, x, q_pos, key_pos, cache=cache,
+                        slots=q_pos,
+                        key_pos_at=_knock_at(key_pos, ko, knock_lo, knock_hi),
+                        edit=_skip_edit(skip))
   last = x[jnp.arange(N), q_len - 1]
-  first_logits = _logits(cfg, params, last[:, None])[:, 0]  # [N,V]
+  first_logits = final_logits(cfg, params, last[:, None])[:, 0]  # [N,V]
   # ---- greedy decoding -----------------------------------------------------
   dec_skip = skip if skip_decode else jnp.zeros_like(skip)
   d_lo = knock_lo if knock_generated else 0
@@ -103,11 +117,11 @@ def _blockwise_cell(cfg: DecoderConfig, params, prefix_ids, q_ids, q_len,
 
   def step_layers(tok, p, slot, key_pos, cache, t, rows):
     del t, rows  # no per-row edit state; no compaction here
-    x = _embed(cfg, params, tok[:, None])
-    return run_layers(cfg, params, x, 0, L, p[:, None], key_pos, cache,
-                      jnp.broadcast_to(slot, (tok.shape[0], 1)),
-                      key_pos_alt=jnp.where(ko[None], -1, key_pos),
-                      alt_lo=d_lo, alt_hi=d_hi, skip=dec_skip)
+    x = embed(cfg, params, tok[:, None])
+    return run_blocks(cfg, params, x, p[:, None], key_pos, cache=cache,
+                      slots=jnp.broadcast_to(slot, (tok.shape[0], 1)),
+                      key_pos_at=_knock_at(key_pos, ko, d_lo, d_hi),
+                      edit=_skip_edit(dec_skip))
 
   tokens, n_gen = greedy_decode(cfg, params, first_logits, cache, key_pos,
                                 P + q_len, P + Q, M, tables, stop_rule,

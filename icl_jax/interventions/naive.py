@@ -1,12 +1,13 @@
 """A naive one-cell-at-a-time patched generation: the engine's reference.
 
 Deliberately simple and independent of the engine's machinery: for a single
-prompt (no padding, no shared prefix, no clean-run reuse), run every block
-in a Python loop over the full prompt, apply the edit to block `layer`'s
-output, finish the forward, then decode greedily by re-running the *whole*
-sequence each step (no KV cache), applying the edit again on every step to
-the prompt positions (what the patched K/V cache means), and, with
-`first_token` timing, only on the first step (the study's D2).
+prompt (no padding, no shared prefix, no clean-run reuse, no KV cache), run
+the blocks up to block `layer` over the full prompt (the model's one block
+loop, `models.decoder.run_blocks`), apply the edit to block `layer`'s output
+in plain Python, finish the forward, then decode greedily by re-running the
+*whole* sequence each step, applying the edit again on every step to the
+prompt positions (what the patched K/V cache means), and, with `first_token`
+timing, only on the first step (the study's D2).
 """
 
 from __future__ import annotations
@@ -16,57 +17,52 @@ import jax
 import jax.numpy as jnp
 
 from icl_jax.interventions.spec import apply_edit
-from icl_jax.models.decoder import Block, Decoder, rope_tables
+from icl_jax.models.decoder import embed, final_logits, run_blocks
 from icl_jax.models.generation import StopTables, step_done
+
+
+def _blocks(cfg, params, x, start, stop):
+  """Blocks [start, stop) on one full sequence x [1,T,D], no cache; run op
+  by op (jit disabled: the loop runs in Python), like the rest of this
+  reference."""
+  pos = jnp.arange(x.shape[1])[None]
+  with jax.disable_jit():
+    return run_blocks(cfg, params, x, pos, pos, start=start, stop=stop)[0]
+
+
+def _edit_arrays(cfg, T, edit, edit_decode):
+  """The edit's mask / values / noise over all T tokens (prompt + generated)."""
+  mask, values, _, _, _, _, noise = edit
+  Tp = mask.shape[0]
+  m = np.zeros(T, bool)
+  m[:min(T, Tp)] = mask[:T]
+  v = np.zeros((T, cfg.d_model), np.float32)
+  v[:min(T, Tp)] = values[:T]
+  nz = np.zeros((T, cfg.d_model), np.float32)
+  nz[:min(T, Tp)] = noise[:T]
+  if edit_decode is not None and T > Tp:  # generated tokens (every_step)
+    m[Tp:] = True
+    v[Tp:] = edit_decode[0]
+    nz[Tp:] = edit_decode[1][:T - Tp]
+  return jnp.asarray(m), jnp.asarray(v), jnp.asarray(nz)
 
 
 def _forward_with_edit(lm, ids, layer, edit, edit_decode):
   """Full forward of ids [T]; returns (last-position logits [V], delta)."""
   cfg, params = lm.config, lm.params
-  dt = lm.dtype
-  model = Decoder(cfg, dt)
-  tokens = jnp.asarray(ids, jnp.int32)[None]
-  T = tokens.shape[1]
-  pos = jnp.arange(T)[None]
-  rope = rope_tables(cfg, pos)
-  x = model.apply({"params": params}, tokens,
-                  method=lambda m, t: m.embed_tokens(t))
+  x = embed(cfg, params, jnp.asarray(ids, jnp.int32)[None])
+  x_in = x  # input of block `layer` (the embeddings for layer -1)
+  if layer >= 0:
+    x_in = _blocks(cfg, params, x, 0, layer)
+    x = _blocks(cfg, params, x_in, layer, layer + 1)
   delta = 0.0
-  block = Block(cfg, dt)
-  stacked = params["layers"]["block"]
-
-  def edited(out, inp):
-    nonlocal delta
-    if edit is None:
-      return out
-    mask, values, a, c, sigma, rel, noise = edit
-    Tp = mask.shape[0]
-    m = np.zeros(T, bool)
-    m[:min(T, Tp)] = mask[:T]
-    v = np.zeros((T, cfg.d_model), np.float32)
-    v[:min(T, Tp)] = values[:T]
-    nz = np.zeros((T, cfg.d_model), np.float32)
-    nz[:min(T, Tp)] = noise[:T]
-    if edit_decode is not None and T > Tp:  # generated tokens (every_step)
-      m[Tp:] = True
-      v[Tp:] = edit_decode[0]
-      nz[Tp:] = edit_decode[1][:T - Tp]
-    y, d = apply_edit(out[0], inp[0], jnp.asarray(m), jnp.asarray(v), a, c,
-                      sigma, rel, jnp.asarray(nz))
-    delta = max(delta, float(d))
-    return y[None]
-
-  if layer == -1:
-    x = edited(x, x)
-  for l in range(cfg.n_layers):
-    p = jax.tree_util.tree_map(lambda a: a[l], stacked)
-    x_in = x
-    x, _ = block.apply({"params": p}, x, jnp.asarray(cfg.is_sliding[l]),
-                       None, rope, pos, pos, None)
-    if l == layer:
-      x = edited(x, x_in)
-  logits = model.apply({"params": params}, x[:, -1:],
-                       method=lambda m, h: m.unembed(m.final_norm(h)))
+  if edit is not None:
+    m, v, nz = _edit_arrays(cfg, len(ids), edit, edit_decode)
+    _, _, a, c, sigma, rel, _ = edit
+    y, d = apply_edit(x[0], x_in[0], m, v, a, c, sigma, rel, nz)
+    x, delta = y[None], float(d)
+  x = _blocks(cfg, params, x, layer + 1, cfg.n_layers)
+  logits = final_logits(cfg, params, x[:, -1:])
   return np.asarray(logits[0, 0]), delta
 
 

@@ -258,12 +258,8 @@ def _eos_ids(v) -> tuple[int, ...]:
   return (int(v),)
 
 
-def config_from_hf(d: dict[str, Any]) -> DecoderConfig:
-  """Builds a DecoderConfig from a Hugging Face config dict.
-
-  Raises UnsupportedConfigError naming any field or value not handled.
-  """
-  d = dict(d)
+def _check_fields(d: dict[str, Any]) -> str:
+  """The model family, after refusing unknown families and fields."""
   family = d.get("model_type")
   if family == "gemma3" and "text_config" in d:
     raise UnsupportedConfigError(
@@ -287,13 +283,17 @@ def config_from_hf(d: dict[str, Any]) -> DecoderConfig:
   if absent:
     raise UnsupportedConfigError(
         f"{family}: config has no {', '.join(absent)} (required)")
+  return family
+
+
+def _common_fields(d: dict[str, Any], family: str) -> dict[str, Any]:
+  """DecoderConfig fields shared by every family."""
   n_layers = int(d["num_hidden_layers"])
   n_heads = int(d["num_attention_heads"])
   n_kv = int(d.get("num_key_value_heads") or n_heads)
   head_dim = int(d.get("head_dim") or d["hidden_size"] // n_heads)
   g_rope, l_rope = _parse_ropes(d, family)
-
-  common = dict(
+  return dict(
       family=family,
       vocab_size=int(d["vocab_size"]),
       d_model=int(d["hidden_size"]),
@@ -310,41 +310,41 @@ def config_from_hf(d: dict[str, Any]) -> DecoderConfig:
       eos_token_ids=_eos_ids(d.get("eos_token_id")),
       pad_token_id=d.get("pad_token_id"),
   )
-  if d.get("attention_bias") and family != "qwen2":
-    raise UnsupportedConfigError(f"{family}: unsupported attention_bias=True")
-  if d.get("use_bidirectional_attention"):
-    raise UnsupportedConfigError(
-        f"{family}: unsupported use_bidirectional_attention=True")
 
-  if family in ("llama", "qwen2"):
-    _require(d, "hidden_act", ("silu",), family, default="silu")  # HF default
-    if family == "llama":
-      if d.get("mlp_bias"):
-        raise UnsupportedConfigError("llama: unsupported mlp_bias=True")
-      if d.get("pretraining_tp", 1) != 1:
-        raise UnsupportedConfigError(
-            f"llama: unsupported pretraining_tp={d['pretraining_tp']}")
-    if d.get("use_mrope"):
-      raise UnsupportedConfigError("qwen2: unsupported use_mrope=True")
-    layer_types = _layer_types(d, n_layers, family)
-    return DecoderConfig(
-        **common,
-        activation="silu",
-        norm_offset=False,
-        post_norms=False,
-        qk_norm=False,
-        qkv_bias=(family == "qwen2"),
-        embed_scale=False,
-        tie_embeddings=bool(d.get("tie_word_embeddings", False)),
-        attn_logit_softcap=None,
-        final_logit_softcap=None,
-        query_pre_attn_scalar=None,
-        layer_types=layer_types,
-        sliding_window=(int(d["sliding_window"]) if SLIDING in layer_types
-                        else None),
-    )
 
-  # Gemma 1/2/3.
+def _llama_qwen2_config(d: dict[str, Any], family: str,
+                        common: dict[str, Any]) -> DecoderConfig:
+  _require(d, "hidden_act", ("silu",), family, default="silu")  # HF default
+  if family == "llama":
+    if d.get("mlp_bias"):
+      raise UnsupportedConfigError("llama: unsupported mlp_bias=True")
+    if d.get("pretraining_tp", 1) != 1:
+      raise UnsupportedConfigError(
+          f"llama: unsupported pretraining_tp={d['pretraining_tp']}")
+  if d.get("use_mrope"):
+    raise UnsupportedConfigError("qwen2: unsupported use_mrope=True")
+  layer_types = _layer_types(d, common["n_layers"], family)
+  return DecoderConfig(
+      **common,
+      activation="silu",
+      norm_offset=False,
+      post_norms=False,
+      qk_norm=False,
+      qkv_bias=(family == "qwen2"),
+      embed_scale=False,
+      tie_embeddings=bool(d.get("tie_word_embeddings", False)),
+      attn_logit_softcap=None,
+      final_logit_softcap=None,
+      query_pre_attn_scalar=None,
+      layer_types=layer_types,
+      sliding_window=(int(d["sliding_window"]) if SLIDING in layer_types
+                      else None),
+  )
+
+
+def _gemma_config(d: dict[str, Any], family: str,
+                  common: dict[str, Any]) -> DecoderConfig:
+  """Gemma 1/2/3."""
   act_key = "hidden_act" if family == "gemma" else "hidden_activation"
   act = d.get(act_key) or d.get("hidden_act") or "gelu_pytorch_tanh"
   if family == "gemma" and act == "gelu":
@@ -355,7 +355,7 @@ def config_from_hf(d: dict[str, Any]) -> DecoderConfig:
   softcap_final = d.get("final_logit_softcapping")
   if family == "gemma" and (softcap_attn or softcap_final):
     raise UnsupportedConfigError("gemma: soft-capping is not part of Gemma 1")
-  layer_types = _layer_types(d, n_layers, family)
+  layer_types = _layer_types(d, common["n_layers"], family)
   qpas = d.get("query_pre_attn_scalar")
   return DecoderConfig(
       **common,
@@ -373,6 +373,24 @@ def config_from_hf(d: dict[str, Any]) -> DecoderConfig:
       sliding_window=(int(d["sliding_window"]) if SLIDING in layer_types
                       else None),
   )
+
+
+def config_from_hf(d: dict[str, Any]) -> DecoderConfig:
+  """Builds a DecoderConfig from a Hugging Face config dict.
+
+  Raises UnsupportedConfigError naming any field or value not handled.
+  """
+  d = dict(d)
+  family = _check_fields(d)
+  common = _common_fields(d, family)
+  if d.get("attention_bias") and family != "qwen2":
+    raise UnsupportedConfigError(f"{family}: unsupported attention_bias=True")
+  if d.get("use_bidirectional_attention"):
+    raise UnsupportedConfigError(
+        f"{family}: unsupported use_bidirectional_attention=True")
+  if family in ("llama", "qwen2"):
+    return _llama_qwen2_config(d, family, common)
+  return _gemma_config(d, family, common)
 
 
 def _layer_types(d: dict[str, Any], n_layers: int, family: str):

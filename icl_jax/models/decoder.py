@@ -1,9 +1,11 @@
 """The decoder: one Flax implementation for Llama, Qwen2 and Gemma 1/2/3.
 
-Everything family-specific is a flag of `DecoderConfig`. Layers are stacked
-with `nn.scan` (parameters carry a leading layer axis L), so the same block
-can also be applied layer by layer by the intervention engine
-(`apply_block`).
+Everything family-specific is a flag of `DecoderConfig`. Block parameters
+are stacked on a leading layer axis L (`params["layers"]["block"]`, created
+by `nn.scan` at init). Every run of the blocks -- this module's forward, the
+intervention engine, the naive reference, knockout and skip edits -- goes
+through `run_blocks` (one `models.blocks.block_loop`), which takes traced
+start/stop blocks, a per-block edit hook and per-block key positions.
 
 Attention runs over explicit key slots. A call processes a chunk of T query
 tokens with absolute positions `q_pos [B,T]`; keys live in S slots with
@@ -15,7 +17,8 @@ sliding layers, q_pos[i] - key_pos[j] < window: the window includes the
 current token, as in HF). This one rule covers left padding, prefill, KV-cached
 decoding and prefix reuse.
 
-Residuals are sown into the 'intermediates' collection:
+Residuals are sown into the 'intermediates' collection (read them with
+`collect_residuals` / `collect_components`):
   embed_out [B,T,D]; resid [L,B,T,D] (block outputs);
   attn_out / mlp_out [L,B,T,D] (what each sub-block adds to the residual,
   i.e. after Gemma's post-norms).
@@ -28,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from icl_jax.models.blocks import block_loop
 from icl_jax.models.config import DecoderConfig, RopeConfig, rope_inv_freq
 
 # Masked attention logits. A large finite negative (not -inf) so a fully masked
@@ -249,6 +253,10 @@ class Decoder(nn.Module):
       logits = jnp.tanh(logits / cap) * cap
     return logits
 
+  def head(self, x):
+    """x [B,T,D] block-stack output -> fp32 logits [B,T,V]."""
+    return self.unembed(self.final_norm(x))
+
   def __call__(self, tokens, q_pos, key_pos, cache=None, slots=None,
                logits_index=None, compute_logits=True):
     """Runs the decoder on a chunk.
@@ -270,28 +278,108 @@ class Decoder(nn.Module):
     """
     x = self.embed_tokens(tokens)
     self.sow("intermediates", "embed_out", x)
-    rope = rope_tables(self.cfg, q_pos)
-    is_sliding = jnp.asarray(self.cfg.is_sliding)
-    x, new_cache = self.layers(x, is_sliding, cache, rope, q_pos, key_pos,
-                               slots)
+    if self.is_initializing():  # nn.scan creates the stacked parameters
+      x, new_cache = self.layers(
+          x, jnp.asarray(self.cfg.is_sliding), cache,
+          rope_tables(self.cfg, q_pos), q_pos, key_pos, slots)
+    else:
+      collect = self.is_mutable_collection("intermediates")
+      out = run_blocks(self.cfg, self.variables["params"], x, q_pos, key_pos,
+                       cache=cache, slots=slots, collect=collect)
+      x, new_cache = out[0], out[1]
+      for name, value in (out[2].items() if collect else ()):
+        self.sow("intermediates", name, value)
     if not compute_logits:
       return None, new_cache
     if logits_index is not None:
       x = x[jnp.arange(x.shape[0]), logits_index][:, None, :]
-    return self.unembed(self.final_norm(x)), new_cache
+    return self.head(x), new_cache
 
 
 def collect_residuals(intermediates) -> jnp.ndarray:
   """[L+1,B,T,D]: embedding output, then each block's output."""
   emb = intermediates["embed_out"][0]
-  blocks = intermediates["layers"]["block"]["resid"][0]
+  blocks = intermediates["resid"][0]
   return jnp.concatenate([emb[None], blocks], axis=0)
 
 
 def collect_components(intermediates):
   """(attn_out, mlp_out), each [L,B,T,D]."""
-  b = intermediates["layers"]["block"]
-  return b["attn_out"][0], b["mlp_out"][0]
+  return intermediates["attn_out"][0], intermediates["mlp_out"][0]
+
+
+def params_dtype(params):
+  """The dtype of a parameter tree (its first leaf's)."""
+  return jax.tree_util.tree_leaves(params)[0].dtype
+
+
+def embed(cfg: DecoderConfig, params, tokens):
+  """Token ids [B,T] -> embedding output [B,T,D] (the input of block 0)."""
+  return Decoder(cfg, params_dtype(params)).apply(
+      {"params": params}, tokens, method=lambda m, t: m.embed_tokens(t))
+
+
+def final_logits(cfg: DecoderConfig, params, x):
+  """x [B,T,D] block-stack output -> fp32 logits [B,T,V] (final norm,
+  unembedding, soft-cap)."""
+  return Decoder(cfg, params_dtype(params)).apply(
+      {"params": params}, x, method=lambda m, h: m.unembed(m.final_norm(h)))
+
+
+def run_blocks(cfg: DecoderConfig, params, x, q_pos, key_pos, *, start=0,
+               stop=None, cache=None, slots=None, key_pos_at=None, edit=None,
+               collect=False):
+  """Runs blocks [start, stop) on x [B,T,D] (the input of block `start`).
+
+  The one block loop of the decoder (`models.blocks.block_loop`).
+
+  Args:
+    params: the decoder's parameters (blocks at params["layers"]["block"]).
+    q_pos: int [B,T] positions of the chunk; key_pos: int [B,S] (see module
+      doc).
+    start, stop: blocks to run (ints or traced scalars; stop None = all).
+    cache: None (the chunk's own keys, S = T) or {"k","v": [L,B,S,K,H]};
+      each block writes the chunk's K/V at `slots` [B,T].
+    key_pos_at: None, or `l -> key_pos [B,S]`: the key positions block l
+      attends per (e.g. a knockout at some blocks).
+    edit: None, or `(l, x_in, y) -> y` applied to block l's output.
+    collect: also return {"resid", "attn_out", "mlp_out"}: [L,B,T,D] each
+      (rows of blocks outside [start, stop) are zero).
+  Returns:
+    (x, cache), or (x, cache, records) with `collect`.
+  """
+  stop = cfg.n_layers if stop is None else stop
+  block = Block(cfg, params_dtype(params), parent=None)
+  is_sliding = jnp.asarray(cfg.is_sliding)
+  rope = rope_tables(cfg, q_pos)
+
+  def apply_block(p, l, x, cache):
+    kv = None
+    if cache is not None:
+      kv = {n: jax.lax.dynamic_index_in_dim(cache[n], l, 0, keepdims=False)
+            for n in ("k", "v")}
+    kp = key_pos if key_pos_at is None else key_pos_at(l)
+    args = ({"params": p}, x, is_sliding[l], kv, rope, q_pos, kp, slots)
+    extras = None
+    if collect:
+      (y, new_kv), st = block.apply(*args, mutable=["intermediates"])
+      extras = {k: st["intermediates"][k][0] for k in ("attn_out", "mlp_out")}
+    else:
+      y, new_kv = block.apply(*args)
+    if cache is not None:
+      cache = {n: jax.lax.dynamic_update_index_in_dim(cache[n], new_kv[n], l,
+                                                      0)
+               for n in ("k", "v")}
+    return y, cache, extras
+
+  records = None
+  if collect:
+    records = {k: jnp.zeros((cfg.n_layers,) + x.shape, x.dtype)
+               for k in ("resid", "attn_out", "mlp_out")}
+  x, cache, records = block_loop(apply_block, params["layers"]["block"], x,
+                                 start, stop, state=cache, edit=edit,
+                                 records=records)
+  return (x, cache, records) if collect else (x, cache)
 
 
 def init_params(cfg: DecoderConfig, rng, param_dtype=jnp.float32):

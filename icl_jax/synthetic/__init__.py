@@ -8,7 +8,7 @@ Public API::
 
   TaskConfig, SparseRegressionBatch, sample_batch, sample_balanced,
   sample_with_bases, basis_masks, interleave, x_positions, y_positions
-  GPT2RegressorConfig, PRESETS, GPT2Regressor, ResidualPatch,
+  GPT2RegressorConfig, PRESETS, GPT2Regressor, ResidualPatch, NO_PATCH,
   RegressorOutput, SyntheticModel, init_params, apply_model, param_count
   TrainConfig, TrainResult, train, restore_checkpoint, load_config, eval_sets,
   measure_step_time, ConfigMismatchError
@@ -33,6 +33,7 @@ from icl_jax.synthetic.evaluation import per_class_task_decodability
 from icl_jax.synthetic.evaluation import per_basis_mse
 from icl_jax.synthetic.evaluation import td_features
 from icl_jax.synthetic.model import PRESETS
+from icl_jax.synthetic.model import NO_PATCH
 from icl_jax.synthetic.model import GPT2Regressor
 from icl_jax.synthetic.model import GPT2RegressorConfig
 from icl_jax.synthetic.model import RegressorOutput

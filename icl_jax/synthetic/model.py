@@ -15,16 +15,24 @@ which live outside ``GPT2Model`` in Garg et al.'s code.
 Residuals, the same convention as the converted language models
 (``DESIGN.md``): ``[n_layers + 1, batch, seq, d_model]``, index 0 = embedding
 output (read-in + positions), index ``L + 1`` = output of block ``L``
-(0-indexed), all *before* the final LayerNorm. Each one is sown with
+(0-indexed), all *before* the final LayerNorm. They are sown, stacked, with
 ``self.sow('intermediates', 'residuals', x)`` at a single capture site, so
 they cost nothing unless asked for: :func:`apply_model` with
 ``return_residuals=True`` (or ``SyntheticModel(...)(tokens,
-return_residuals=True).residuals``) makes the collection mutable and stacks
-the sown tuple.
+return_residuals=True).residuals``) makes the collection mutable.
+
+The blocks keep their own GPT-2 module (LayerNorm, learned positions) and
+their per-block parameter names ``h_0 .. h_{L-1}`` (checkpoints depend on
+them), but run through the loop every model here shares,
+``icl_jax.models.blocks.block_loop``, unrolled (``unroll=True``: each block
+traced separately, as this model always was, so its numerics and training
+trajectories are unchanged).
 
 A :class:`ResidualPatch` (arrays, so it can be vmapped) replaces or adds to
-the residual stream at one layer index and a set of positions; the patched
-value is what the next block reads and what is reported as that residual.
+the residual stream at one layer and a set of positions; the patched value
+is what the next block reads and what is reported as that residual. Layers
+are numbered by block, as everywhere in icl_jax: layer ``l`` = output of
+block ``l`` (residual index ``l + 1``), -1 = the embedding output.
 
 Shape vocabulary: B batch, T tokens, D input dims, M d_model, H heads,
 E head dim, L n_layers.
@@ -40,6 +48,8 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from icl_jax.models.blocks import block_loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +90,17 @@ PRESETS: dict[str, GPT2RegressorConfig] = {
 }
 
 
+# ResidualPatch.layer for "no patch" (any value outside [-1, n_layers)).
+NO_PATCH = -2
+
+
 @flax.struct.dataclass
 class ResidualPatch:
-  """Edit of the residual stream at one layer index (data, not a hook).
+  """Edit of the residual stream at one layer (data, not a hook).
 
-  layer: int scalar, residual index in ``[0, n_layers]`` (0 = embeddings,
-    ``L + 1`` = output of block ``L``). Use -1 for "no patch".
+  layer: int scalar, block index in ``[-1, n_layers)``: the output of
+    block ``layer`` (residual index ``layer + 1``); -1 = the embedding
+    output. ``NO_PATCH`` (-2) for "no patch".
   positions: bool ``[T]`` or ``[B, T]``: which tokens are edited.
   values: ``[T, M]`` or ``[B, T, M]``: replacement (or added) vectors.
   add: if True, ``x + values``; else replace ``x`` by ``values``.
@@ -96,9 +111,10 @@ class ResidualPatch:
   values: jax.Array
   add: bool = flax.struct.field(pytree_node=False, default=False)
 
-  def apply(self, index: int, x: jax.Array) -> jax.Array:
+  def apply(self, layer, x: jax.Array) -> jax.Array:
+    """x (the output of block `layer`, -1: embeddings) with the patch."""
     pos = jnp.broadcast_to(self.positions, x.shape[:-1])
-    sel = (jnp.asarray(self.layer) == index) & pos
+    sel = (jnp.asarray(self.layer) == layer) & pos
     new = x + self.values if self.add else jnp.broadcast_to(self.values, x.shape)
     return jnp.where(sel[..., None], new.astype(x.dtype), x)
 
@@ -171,11 +187,27 @@ class GPT2Regressor(nn.Module):
 
   config: GPT2RegressorConfig
 
-  def _resid(self, index, x, patch):
-    if patch is not None:
-      x = patch.apply(index, x)
-    self.sow("intermediates", "residuals", x)
-    return x
+  def _blocks(self, x, patch):
+    """All blocks on x through the shared block loop (patched outputs)."""
+    cfg = self.config
+    if self.is_initializing():  # creates each block's parameters
+      for l in range(cfg.n_layers):
+        Block(cfg, name=f"h_{l}")(x)
+    per_block = [self.variables["params"][f"h_{l}"]
+                 for l in range(cfg.n_layers)]
+    edit = None if patch is None else (lambda l, x_in, y: patch.apply(l, y))
+    collect = self.is_mutable_collection("intermediates")
+    records = ({"resid": jnp.zeros((cfg.n_layers,) + x.shape, x.dtype)}
+               if collect else None)
+    block = Block(cfg, parent=None)
+
+    def apply_block(p, l, x, state):
+      del l
+      return block.apply({"params": p}, x), state, None
+
+    x, _, records = block_loop(apply_block, per_block, x, 0, cfg.n_layers,
+                               edit=edit, records=records, unroll=True)
+    return x, (records["resid"] if collect else None)
 
   @nn.compact
   def __call__(
@@ -195,10 +227,13 @@ class GPT2Regressor(nn.Module):
         "wpe", nn.initializers.normal(cfg.init_std), (cfg.n_positions, cfg.d_model)
     )
     x = read_in(tokens) + wpe[:t]
-    x = self._resid(0, x, patch)
-    for layer in range(cfg.n_layers):
-      x = Block(cfg, name=f"h_{layer}")(x)
-      x = self._resid(layer + 1, x, patch)
+    if patch is not None:
+      x = patch.apply(-1, x)
+    emb = x
+    x, resid = self._blocks(x, patch)
+    if resid is not None:  # the single capture site
+      self.sow("intermediates", "residuals",
+               jnp.concatenate([emb[None], resid], axis=0))
     x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="ln_f")(x)
     out = nn.Dense(
         1,
@@ -239,7 +274,7 @@ def apply_model(
     outputs, state = module.apply(
         {"params": params}, tokens, patch, mutable=["intermediates"]
     )
-    residuals = jnp.stack(state["intermediates"]["residuals"], axis=0)
+    residuals = state["intermediates"]["residuals"][0]
   else:
     outputs = module.apply({"params": params}, tokens, patch)
     residuals = None

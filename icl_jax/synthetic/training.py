@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,126 +45,18 @@ from tqdm.auto import tqdm
 from icl_jax.synthetic import data as data_lib
 from icl_jax.synthetic import evaluation
 from icl_jax.synthetic import model as model_lib
+from icl_jax.synthetic.run_config import (ConfigMismatchError, TrainConfig,
+                                          TrainResult, check_or_write_config,
+                                          flatten_diff, load_config,
+                                          write_json)
+
+__all__ = [
+    "ConfigMismatchError", "LOG_VERSION", "TrainConfig", "TrainResult",
+    "eval_sets", "learning_rate_schedule", "load_config", "make_optimizer",
+    "measure_step_time", "restore_checkpoint", "train",
+]
 
 LOG_VERSION = 1
-
-
-class ConfigMismatchError(ValueError):
-  """The run directory was created with a different configuration."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """Everything that defines a run. Defaults = the paper's protocol."""
-
-  model: model_lib.GPT2RegressorConfig = model_lib.GPT2RegressorConfig()
-  task: data_lib.TaskConfig = data_lib.TaskConfig()
-  batch_size: int = 128
-  num_steps: int = 80_000
-  learning_rate: float = 1e-4
-  b1: float = 0.9
-  b2: float = 0.9999
-  # Deviations available for reduced runs (defaults = the paper's protocol:
-  # constant lr, no warm-up, no curriculum).
-  warmup_steps: int = 0  # linear warm-up from 0 to learning_rate
-  # Garg et al.-style dimension curriculum (data.curriculum_masks): training
-  # batches use only the first `active rank` dims of each basis block (and
-  # zero the other input dims); the rank starts at curriculum_start_rank and
-  # grows by 1 every curriculum_every steps up to task.basis_rank (the task).
-  # 0 = off. Test and TD sets are always the full task.
-  curriculum_start_rank: int = 0
-  curriculum_every: int = 0
-  seed: int = 0
-  steps_per_epoch: int = 800  # [ASSUMPTION] 80K steps = 100 epochs
-  n_test_per_basis: int = 250  # 1K test sequences (App. D.2), balanced
-  n_td_per_basis: int = 100  # TD / projection samples per basis (Fig. 2)
-  td_k: int = 10
-  # Schedule: may change when resuming.
-  log_every: int = 100
-  eval_every: int = 800
-  ckpt_every: int = 4000
-  max_to_keep: int = 2
-  snapshot_steps: tuple[int, ...] = ()
-  steps_per_call: int = 1  # optimizer steps per jitted lax.scan call
-
-  SCHEDULE_FIELDS: ClassVar[tuple[str, ...]] = (
-      "num_steps",
-      "log_every",
-      "eval_every",
-      "ckpt_every",
-      "max_to_keep",
-      "snapshot_steps",
-      "steps_per_call",
-  )
-
-  def __post_init__(self):
-    if self.model.n_dims != self.task.n_dims:
-      raise ValueError(
-          f"model.n_dims={self.model.n_dims} != task.n_dims={self.task.n_dims}"
-      )
-    if self.model.n_positions < self.task.seq_len:
-      raise ValueError(
-          f"model.n_positions={self.model.n_positions} < sequence length"
-          f" {self.task.seq_len}"
-      )
-    for name in ("log_every", "eval_every", "ckpt_every", "steps_per_call"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1")
-    if self.warmup_steps < 0:
-      raise ValueError("warmup_steps must be >= 0")
-    if self.curriculum_start_rank and (
-        not 1 <= self.curriculum_start_rank <= self.task.basis_rank
-        or self.curriculum_every < 1):
-      raise ValueError(
-          "curriculum needs 1 <= curriculum_start_rank <= task.basis_rank and"
-          f" curriculum_every >= 1, got {self.curriculum_start_rank},"
-          f" {self.curriculum_every}")
-    object.__setattr__(
-        self, "snapshot_steps", tuple(sorted(int(s) for s in self.snapshot_steps))
-    )
-
-  @property
-  def uses_curriculum(self) -> bool:
-    return self.curriculum_start_rank > 0
-
-  def active_rank(self, step):
-    """Curriculum stage at ``step`` (int or traced); the task rank if off."""
-    if not self.uses_curriculum:
-      return self.task.basis_rank
-    stage = self.curriculum_start_rank + step // self.curriculum_every
-    if isinstance(stage, int):
-      return min(stage, self.task.basis_rank)
-    return jnp.minimum(stage, self.task.basis_rank)
-
-  def to_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["snapshot_steps"] = list(self.snapshot_steps)
-    return d
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-    d = dict(d)
-    d["model"] = model_lib.GPT2RegressorConfig(**d["model"])
-    d["task"] = data_lib.TaskConfig(**d["task"])
-    d["snapshot_steps"] = tuple(d.get("snapshot_steps", ()))
-    return cls(**d)
-
-  def identity(self) -> dict[str, Any]:
-    """The fields that define the trajectory (compared on resume)."""
-    d = self.to_dict()
-    for name in self.SCHEDULE_FIELDS:
-      d.pop(name)
-    return d
-
-
-@dataclasses.dataclass
-class TrainResult:
-  config: TrainConfig
-  params: Any
-  step: int
-  log: dict[str, Any]
-  run_dir: Path
-  resumed_from: int | None  # checkpoint step this call started from
 
 
 # ------------------------------------------------------------------ helpers
@@ -175,46 +66,6 @@ def _keys(seed: int):
   root = jax.random.key(seed)
   init_key, data_key, test_key, td_key = jax.random.split(root, 4)
   return init_key, data_key, test_key, td_key
-
-
-def _flatten_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-  if isinstance(a, dict) and isinstance(b, dict):
-    out = []
-    for key in sorted(set(a) | set(b)):
-      out += _flatten_diff(a.get(key), b.get(key), f"{prefix}{key}.")
-    return out
-  if a != b:
-    return [f"{prefix[:-1]}: run dir has {a!r}, this call has {b!r}"]
-  return []
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=1))
-  os.replace(tmp, path)
-
-
-def _check_or_write_config(run_dir: Path, config: TrainConfig) -> None:
-  path = run_dir / "config.json"
-  if path.exists():
-    stored = TrainConfig.from_dict(json.loads(path.read_text()))
-    diffs = _flatten_diff(stored.identity(), config.identity())
-    if diffs:
-      raise ConfigMismatchError(
-          f"{run_dir} was created with a different configuration; refusing to"
-          " resume. Use a new run dir or the original settings. Differences:\n  "
-          + "\n  ".join(diffs)
-      )
-  else:
-    run_dir.mkdir(parents=True, exist_ok=True)
-  # Keep the latest schedule (num_steps etc.) on disk.
-  _atomic_write_json(path, config.to_dict())
-
-
-def load_config(run_dir: str | os.PathLike) -> TrainConfig:
-  return TrainConfig.from_dict(
-      json.loads((Path(run_dir) / "config.json").read_text())
-  )
 
 
 def _checkpoint_manager(run_dir: Path, config: TrainConfig, read_only=False):
@@ -405,6 +256,165 @@ def _next_event(step: int, end: int, config: TrainConfig) -> int:
   return min(c for c in cands if c > step)
 
 
+def _new_log(config: TrainConfig, state) -> dict[str, Any]:
+  return {
+      "version": LOG_VERSION,
+      "config": config.to_dict(),
+      "param_count": model_lib.count_params(state["params"]),
+      "train": [],
+      "eval": [],
+      "segments": [],
+      "snapshots": [],
+  }
+
+
+def _restore(mngr, state, config: TrainConfig, run_dir: Path):
+  """(state, log, resumed_from) from the latest checkpoint, or a new log."""
+  latest = mngr.latest_step()
+  if latest is None:
+    return state, _new_log(config, state), None
+  restored = mngr.restore(
+      latest,
+      args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(state), log=ocp.args.JsonRestore()
+      ),
+  )
+  state, log = restored["state"], restored["log"]
+  diffs = flatten_diff(
+      TrainConfig.from_dict(log["config"]).identity(), config.identity()
+  )
+  if diffs:  # config.json edited or replaced by hand
+    raise ConfigMismatchError(
+        f"checkpoint {latest} in {run_dir} was written with a different"
+        " configuration:\n  " + "\n  ".join(diffs)
+    )
+  # Entries past the checkpoint (none by construction) would be redone.
+  log["train"] = [e for e in log["train"] if e["step"] <= latest]
+  log["eval"] = [e for e in log["eval"] if e["step"] <= latest]
+  return state, log, int(latest)
+
+
+def _zero_accumulators(state):
+  return {
+      **state,
+      "acc_loss": jnp.zeros_like(state["acc_loss"]),
+      "acc_basis_sum": jnp.zeros_like(state["acc_basis_sum"]),
+      "acc_basis_count": jnp.zeros_like(state["acc_basis_count"]),
+      "acc_n": jnp.zeros_like(state["acc_n"]),
+  }
+
+
+def _train_entry(config: TrainConfig, state, step: int) -> dict[str, Any]:
+  """The log entry of the train metrics accumulated up to `step`."""
+  acc_n = int(state["acc_n"])
+  bsum = np.asarray(state["acc_basis_sum"])
+  bcount = np.maximum(np.asarray(state["acc_basis_count"]), 1.0)
+  entry = {
+      "step": step,
+      "epoch": step / config.steps_per_epoch,
+      "loss": float(state["acc_loss"]) / max(acc_n, 1),
+      "loss_per_basis": (bsum / bcount).tolist(),
+      "n_steps": acc_n,
+  }
+  if config.uses_curriculum:  # stage of the last step in the interval
+    entry["active_rank"] = int(config.active_rank(step - 1))
+  return entry
+
+
+class _Run:
+  """One train() invocation: state, log, checkpoints, evals, snapshots."""
+
+  def __init__(self, config: TrainConfig, run_dir: Path, stop_at):
+    self.config, self.run_dir = config, run_dir
+    optimizer = make_optimizer(config)
+    self.run_chunk, self.eval_fn, _, self.td_set = _cached_fns(
+        _schedule_free(config))
+    self.mngr = _checkpoint_manager(run_dir, config)
+    self.state, self.log, self.resumed_from = _restore(
+        self.mngr, _initial_state(config, optimizer), config, run_dir)
+    self.log["config"] = config.to_dict()  # latest schedule
+    self.step = int(self.state["step"])
+    self.end = (config.num_steps if stop_at is None
+                else min(stop_at, config.num_steps))
+    self.segment = {
+        "start_step": self.step,
+        "end_step": self.step,
+        "resumed_from": self.resumed_from,
+        "wall_s": 0.0,
+        "train_s": 0.0,
+        "device": str(jax.devices()[0]),
+        "backend": jax.default_backend(),
+    }
+    self.log["segments"].append(self.segment)
+    self.t_start = time.perf_counter()
+    self.snap_dir = run_dir / "snapshots"
+
+  def write_log(self):
+    self.segment["wall_s"] = time.perf_counter() - self.t_start
+    self.segment["end_step"] = self.step
+    write_json(self.run_dir / "log.json", self.log)
+
+  def save_ckpt(self):
+    self.write_log()
+    if self.mngr.latest_step() == self.step:
+      return
+    self.mngr.save(
+        self.step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(self.state),
+            log=ocp.args.JsonSave(self.log)
+        ),
+        force=True,
+    )
+
+  def eval_and_snapshot(self):
+    config, step = self.config, self.step
+    need_eval = step % config.eval_every == 0 or step == config.num_steps
+    need_snap = step in config.snapshot_steps and not (
+        self.snap_dir / f"step_{step:07d}.npz"
+    ).exists()
+    logged = any(e["step"] == step for e in self.log["eval"])
+    if not ((need_eval and not logged) or need_snap):
+      return
+    entry, out = _evaluate(config, self.eval_fn, self.td_set,
+                           self.state["params"], step)
+    if need_eval and not logged:
+      self.log["eval"].append(entry)
+    if need_snap:
+      self.snap_dir.mkdir(exist_ok=True)
+      np.savez_compressed(
+          self.snap_dir / f"step_{step:07d}.npz",
+          step=step,
+          labels=np.asarray(self.td_set.basis),
+          feat_y=np.asarray(out["feat_y"]),
+          feat_x=np.asarray(out["feat_x"]),
+          td_y=np.asarray(entry["td_y"]),
+          td_x=np.asarray(entry["td_x"]),
+      )
+      self.log["snapshots"].append(step)
+    self.write_log()
+
+  def advance(self, bar):
+    """One jitted chunk of steps, then its logging, evals and checkpoint."""
+    config = self.config
+    n = min(config.steps_per_call,
+            _next_event(self.step, self.end, config) - self.step)
+    t0 = time.perf_counter()
+    new_state = self.run_chunk(self.state, n)
+    jax.block_until_ready(new_state["acc_loss"])
+    self.segment["train_s"] += time.perf_counter() - t0
+    self.state, self.step = new_state, self.step + n
+    bar.update(n)
+    if self.step % config.log_every == 0 or self.step == self.end:
+      entry = _train_entry(config, self.state, self.step)
+      self.log["train"].append(entry)
+      bar.set_postfix(loss=f"{entry['loss']:.4f}")
+      self.state = _zero_accumulators(self.state)
+    self.eval_and_snapshot()
+    if self.step % config.ckpt_every == 0:
+      self.save_ckpt()
+
+
 def train(
     config: TrainConfig,
     run_dir: str | os.PathLike,
@@ -422,156 +432,33 @@ def train(
   Ctrl-C also saves a checkpoint at the last completed step before raising.
   """
   run_dir = Path(run_dir).absolute()
-  _check_or_write_config(run_dir, config)
-  optimizer = make_optimizer(config)
-  run_chunk, eval_fn, _, td_set = _cached_fns(_schedule_free(config))
-  mngr = _checkpoint_manager(run_dir, config)
-
-  state = _initial_state(config, optimizer)
-  latest = mngr.latest_step()
-  resumed_from = None
-  if latest is not None:
-    restored = mngr.restore(
-        latest,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(state), log=ocp.args.JsonRestore()
-        ),
-    )
-    state, log = restored["state"], restored["log"]
-    diffs = _flatten_diff(
-        TrainConfig.from_dict(log["config"]).identity(), config.identity()
-    )
-    if diffs:  # config.json edited or replaced by hand
-      raise ConfigMismatchError(
-          f"checkpoint {latest} in {run_dir} was written with a different"
-          " configuration:\n  " + "\n  ".join(diffs)
-      )
-    resumed_from = int(latest)
-    # Entries past the checkpoint (none by construction) would be redone.
-    log["train"] = [e for e in log["train"] if e["step"] <= latest]
-    log["eval"] = [e for e in log["eval"] if e["step"] <= latest]
-  else:
-    log = {
-        "version": LOG_VERSION,
-        "config": config.to_dict(),
-        "param_count": model_lib.count_params(state["params"]),
-        "train": [],
-        "eval": [],
-        "segments": [],
-        "snapshots": [],
-    }
-  log["config"] = config.to_dict()  # latest schedule
-  step = int(state["step"])
-  end = config.num_steps if stop_at is None else min(stop_at, config.num_steps)
-  segment = {
-      "start_step": step,
-      "end_step": step,
-      "resumed_from": resumed_from,
-      "wall_s": 0.0,
-      "train_s": 0.0,
-      "device": str(jax.devices()[0]),
-      "backend": jax.default_backend(),
-  }
-  log["segments"].append(segment)
-  t_start = time.perf_counter()
-  snap_dir = run_dir / "snapshots"
-
-  def write_log():
-    segment["wall_s"] = time.perf_counter() - t_start
-    segment["end_step"] = step
-    _atomic_write_json(run_dir / "log.json", log)
-
-  def save_ckpt():
-    write_log()
-    if mngr.latest_step() == step:
-      return
-    mngr.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), log=ocp.args.JsonSave(log)
-        ),
-        force=True,
-    )
-
-  def do_eval_and_snapshot():
-    need_eval = step % config.eval_every == 0 or step == config.num_steps
-    need_snap = step in config.snapshot_steps and not (
-        snap_dir / f"step_{step:07d}.npz"
-    ).exists()
-    logged = any(e["step"] == step for e in log["eval"])
-    if not ((need_eval and not logged) or need_snap):
-      return
-    entry, out = _evaluate(config, eval_fn, td_set, state["params"], step)
-    if need_eval and not logged:
-      log["eval"].append(entry)
-    if need_snap:
-      snap_dir.mkdir(exist_ok=True)
-      np.savez_compressed(
-          snap_dir / f"step_{step:07d}.npz",
-          step=step,
-          labels=np.asarray(td_set.basis),
-          feat_y=np.asarray(out["feat_y"]),
-          feat_x=np.asarray(out["feat_x"]),
-          td_y=np.asarray(entry["td_y"]),
-          td_x=np.asarray(entry["td_x"]),
-      )
-      log["snapshots"].append(step)
-    write_log()
-
+  check_or_write_config(run_dir, config)
+  run = _Run(config, run_dir, stop_at)
   bar = tqdm(
-      total=end, initial=step, disable=not progress, desc="train", unit="step"
+      total=run.end, initial=run.step, disable=not progress, desc="train",
+      unit="step"
   )
   try:
-    do_eval_and_snapshot()  # step 0 (or a resumed step whose eval is missing)
-    while step < end:
-      n = min(config.steps_per_call, _next_event(step, end, config) - step)
-      t0 = time.perf_counter()
-      new_state = run_chunk(state, n)
-      jax.block_until_ready(new_state["acc_loss"])
-      segment["train_s"] += time.perf_counter() - t0
-      state, step = new_state, step + n
-      bar.update(n)
-      if step % config.log_every == 0 or step == end:
-        acc_n = int(state["acc_n"])
-        bsum = np.asarray(state["acc_basis_sum"])
-        bcount = np.maximum(np.asarray(state["acc_basis_count"]), 1.0)
-        entry = {
-            "step": step,
-            "epoch": step / config.steps_per_epoch,
-            "loss": float(state["acc_loss"]) / max(acc_n, 1),
-            "loss_per_basis": (bsum / bcount).tolist(),
-            "n_steps": acc_n,
-        }
-        if config.uses_curriculum:  # stage of the last step in the interval
-          entry["active_rank"] = int(config.active_rank(step - 1))
-        log["train"].append(entry)
-        bar.set_postfix(loss=f"{entry['loss']:.4f}")
-        state = {
-            **state,
-            "acc_loss": jnp.zeros_like(state["acc_loss"]),
-            "acc_basis_sum": jnp.zeros_like(state["acc_basis_sum"]),
-            "acc_basis_count": jnp.zeros_like(state["acc_basis_count"]),
-            "acc_n": jnp.zeros_like(state["acc_n"]),
-        }
-      do_eval_and_snapshot()
-      if step % config.ckpt_every == 0:
-        save_ckpt()
-      if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+    run.eval_and_snapshot()  # step 0 (or a resumed step whose eval is missing)
+    while run.step < run.end:
+      run.advance(bar)
+      if (max_seconds is not None
+          and time.perf_counter() - run.t_start > max_seconds):
         break
-    save_ckpt()
+    run.save_ckpt()
   except KeyboardInterrupt:
-    save_ckpt()  # `state` always holds a completed step.
+    run.save_ckpt()  # `state` always holds a completed step.
     raise
   finally:
     bar.close()
-    mngr.close()
+    run.mngr.close()
   return TrainResult(
       config=config,
-      params=state["params"],
-      step=step,
-      log=log,
+      params=run.state["params"],
+      step=run.step,
+      log=run.log,
       run_dir=run_dir,
-      resumed_from=resumed_from,
+      resumed_from=run.resumed_from,
   )
 
 

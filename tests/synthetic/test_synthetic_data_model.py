@@ -113,8 +113,8 @@ def test_residual_conventions(tiny):
       {"params": params}, batch.tokens, mutable=["intermediates"]
   )
   sown = state["intermediates"]["residuals"]
-  assert len(sown) == TINY.n_layers + 1
-  np.testing.assert_allclose(jnp.stack(sown), r, atol=1e-6)
+  assert len(sown) == 1 and sown[0].shape[0] == TINY.n_layers + 1
+  np.testing.assert_allclose(sown[0], r, atol=1e-6)
 
 
 def test_causal(tiny):
@@ -130,13 +130,14 @@ def test_residual_patch(tiny):
   params, batch = tiny
   clean = syn.apply_model(params, batch.tokens, TINY, return_residuals=True)
   pos = jnp.zeros(40, bool).at[10].set(True)
+  # Layers are block indices: layer 0 = output of block 0 = residual 1.
   # Patching a residual with its own clean value changes nothing.
-  same = syn.ResidualPatch(layer=jnp.int32(1), positions=pos,
+  same = syn.ResidualPatch(layer=jnp.int32(0), positions=pos,
                            values=clean.residuals[1])
   out = syn.apply_model(params, batch.tokens, TINY, patch=same)
   np.testing.assert_allclose(out.outputs, clean.outputs, atol=1e-6)
   # A real patch changes outputs at and after the position only.
-  other = syn.ResidualPatch(layer=jnp.int32(1), positions=pos,
+  other = syn.ResidualPatch(layer=jnp.int32(0), positions=pos,
                             values=jnp.ones((40, 32)) * 3.0)
   out = syn.apply_model(params, batch.tokens, TINY, patch=other,
                         return_residuals=True)
@@ -144,16 +145,22 @@ def test_residual_patch(tiny):
                              atol=1e-6)
   assert not np.allclose(out.outputs[:, 10], clean.outputs[:, 10])
   np.testing.assert_allclose(out.residuals[1, :, 10], 3.0)
-  # Layer -1 = no patch; vmap over layers works (patch spec as data).
+  # Layer -1 = the embedding output.
+  emb = syn.apply_model(params, batch.tokens, TINY, return_residuals=True,
+                        patch=other.replace(layer=jnp.int32(-1)))
+  np.testing.assert_allclose(emb.residuals[0, :, 10], 3.0)
+  np.testing.assert_allclose(emb.residuals[0, :, 9],
+                             clean.residuals[0, :, 9])
+  # NO_PATCH = no patch; vmap over layers works (patch spec as data).
   outs = jax.vmap(
       lambda layer: syn.apply_model(
           params, batch.tokens, TINY,
           patch=other.replace(layer=layer)).outputs
-  )(jnp.arange(-1, 3))
+  )(jnp.arange(model_lib.NO_PATCH, 2))
   np.testing.assert_allclose(outs[0], clean.outputs, atol=1e-6)
   assert not np.allclose(outs[3], clean.outputs)
   # add mode with zero values is a no-op.
-  zero_add = syn.ResidualPatch(layer=jnp.int32(2), positions=pos,
+  zero_add = syn.ResidualPatch(layer=jnp.int32(1), positions=pos,
                                values=jnp.zeros((40, 32)), add=True)
   out = syn.apply_model(params, batch.tokens, TINY, patch=zero_add)
   np.testing.assert_allclose(out.outputs, clean.outputs, atol=1e-6)

@@ -1,0 +1,237 @@
+"""The engine's device programs: a target set's clean run and one layer's
+sweep of cells (see `engine` for what is computed once and what is reused).
+
+`sweep_layer` runs in three phases, each a function here: the shared prefix
+once per cell (`prefix_phase`), each prompt's query tokens per (cell,
+prompt) (`query_phase`), then greedy decoding of every (cell, prompt) row
+together (`decode_phase`). All blocks run through `models.decoder.run_blocks`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from icl_jax.interventions.decode import greedy_decode
+from icl_jax.interventions.spec import apply_edit
+from icl_jax.models.config import DecoderConfig
+from icl_jax.models.decoder import (Decoder, collect_residuals, embed,
+                                    final_logits, params_dtype, run_blocks)
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def clean_run(cfg: DecoderConfig, params, prefix_ids, q_ids, q_len):
+  """Clean residuals and K/V of a target set.
+
+  Args:
+    prefix_ids: int [P] shared prefix; q_ids: int [N,Q] right-padded queries;
+    q_len: int [N].
+  Returns dict: prefix_resid [L+1,P,D], prefix_k/v [L,P,K,H],
+    query_resid [L+1,N,Q,D], query_k/v [L,N,Q,K,H], first_logits [N,V].
+  """
+  dt = params_dtype(params)
+  L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+  P = prefix_ids.shape[0]
+  N, Q = q_ids.shape
+  model = Decoder(cfg, dt)
+  out = {}
+  if P > 0:
+    pos = jnp.arange(P)[None]
+    cache = {n: jnp.zeros((L, 1, P, K, H), dt) for n in ("k", "v")}
+    (_, cache), inter = model.apply(
+        {"params": params}, prefix_ids[None], pos, pos, cache=cache,
+        slots=pos, compute_logits=False, mutable=["intermediates"])
+    out["prefix_resid"] = collect_residuals(inter["intermediates"])[:, 0]
+    out["prefix_k"], out["prefix_v"] = cache["k"][:, 0], cache["v"][:, 0]
+  else:
+    out["prefix_resid"] = jnp.zeros((L + 1, 0, cfg.d_model), dt)
+    out["prefix_k"] = out["prefix_v"] = jnp.zeros((L, 0, K, H), dt)
+  q_pos = jnp.broadcast_to(P + jnp.arange(Q), (N, Q))
+  q_keys = jnp.where(jnp.arange(Q)[None] < q_len[:, None], q_pos, -1)
+  key_pos = jnp.concatenate(
+      [jnp.broadcast_to(jnp.arange(P), (N, P)), q_keys], axis=1)
+  cache = {n: jnp.concatenate(
+      [jnp.broadcast_to(out[f"prefix_{n}"][:, None], (L, N, P, K, H)),
+       jnp.zeros((L, N, Q, K, H), dt)], axis=2) for n in ("k", "v")}
+  (_, cache), inter = model.apply(
+      {"params": params}, q_ids, q_pos, key_pos, cache=cache, slots=q_pos,
+      compute_logits=False, mutable=["intermediates"])
+  res = collect_residuals(inter["intermediates"])  # [L+1,N,Q,D]
+  out["query_resid"] = res
+  out["query_k"], out["query_v"] = cache["k"][:, :, P:], cache["v"][:, :, P:]
+  last = res[-1][jnp.arange(N), q_len - 1]  # [N,D]
+  out["first_logits"] = final_logits(cfg, params, last[:, None])[:, 0]
+  return out
+
+
+def _noise(seed, shape):
+  return jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
+
+
+def prefix_phase(cfg, params, layer, clean, cells, noise, prefix_start):
+  """Per cell: the edited prefix's K/V [C,L,P,K,H] and max |edit| [C]."""
+  L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+  P = clean["prefix_resid"].shape[1]
+  C = cells["mask"].shape[0]
+  start, inp_idx = layer + 1, jnp.maximum(layer, 0)
+  edit_args = (cells["a"], cells["c"], cells["sigma"], cells["relative"])
+
+  def prefix_cell(mask, values, a, c, sigma, rel, nz):
+    out = jax.lax.dynamic_index_in_dim(clean["prefix_resid"], start, 0, False)
+    inp = jax.lax.dynamic_index_in_dim(clean["prefix_resid"], inp_idx, 0,
+                                       False)
+    x, delta = apply_edit(out, inp, mask[:P], values[:P], a, c, sigma, rel,
+                          nz[:P])
+    # Tokens before `prefix_start` (no cell of the chunk edits them) keep
+    # their clean K/V at every layer (causal attention): only [p0, P) runs.
+    cache = {n: clean[f"prefix_{n}"][:, None] for n in ("k", "v")}
+    keys = jnp.arange(P)[None]
+    pos = keys[:, prefix_start:]
+    _, cache = run_blocks(cfg, params, x[None, prefix_start:], pos, keys,
+                          start=start, stop=L, cache=cache, slots=pos)
+    return {n: cache[n][:, 0] for n in ("k", "v")}, delta
+
+  if P > prefix_start:
+    return jax.vmap(prefix_cell)(cells["mask"], cells["values"], *edit_args,
+                                 noise)
+  # No prefix token edited (or no prefix): the clean prefix K/V.
+  pcache = {n: jnp.broadcast_to(clean[f"prefix_{n}"], (C, L, P, K, H))
+            for n in ("k", "v")}
+  return pcache, jnp.zeros((C,), jnp.float32)
+
+
+def query_phase(cfg, params, layer, clean, q_len, cells, noise, pcache,
+                max_new_tokens, timing):
+  """Per (cell, prompt): the query tokens against that cell's prefix K/V.
+
+  Returns (cache {"k","v": [C,N,L,S,K,H]}, key_pos [C,N,S],
+  first logits [C,N,V], max |edit| [C,N]).
+  """
+  dt = params_dtype(params)
+  L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+  P = clean["prefix_resid"].shape[1]
+  Q = clean["query_resid"].shape[2]
+  start, inp_idx = layer + 1, jnp.maximum(layer, 0)
+  q_pos = P + jnp.arange(Q)
+  dec_pad = jnp.full((max_new_tokens,), -1, jnp.int32)
+
+  def query_row(pk, pv, mask, values, a, c, sigma, rel, nz, qres, qk, qv, ql):
+    out = jax.lax.dynamic_index_in_dim(qres, start, 0, False)  # [Q,D]
+    inp = jax.lax.dynamic_index_in_dim(qres, inp_idx, 0, False)
+    x, delta = apply_edit(out, inp, mask[P:], values[P:], a, c, sigma, rel,
+                          nz[P:])
+    zeros = jnp.zeros((L, max_new_tokens, K, H), dt)
+    patched = {"k": jnp.concatenate([pk, qk, zeros], 1)[:, None],
+               "v": jnp.concatenate([pv, qv, zeros], 1)[:, None]}
+    key_pos = jnp.concatenate(
+        [jnp.arange(P), jnp.where(jnp.arange(Q) < ql, q_pos, -1),
+         dec_pad])[None]
+    x, patched = run_blocks(cfg, params, x[None], q_pos[None], key_pos,
+                            start=start, stop=L, cache=patched,
+                            slots=q_pos[None])
+    logits = final_logits(cfg, params, x[:, ql - 1][:, None])[0, 0]  # [V]
+    if timing == "first_token":
+      # D2: later tokens come from the clean prompt (no patch in the cache).
+      cache = {"k": jnp.concatenate([clean["prefix_k"], qk, zeros], 1),
+               "v": jnp.concatenate([clean["prefix_v"], qv, zeros], 1)}
+    else:
+      cache = {n: patched[n][:, 0] for n in ("k", "v")}
+    return cache, key_pos[0], logits, delta
+
+  per_prompt = jax.vmap(
+      query_row,
+      in_axes=(None, None, None, None, None, None, None, None, None,
+               1, 1, 1, 0))
+  per_cell = jax.vmap(per_prompt, in_axes=(0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                           None, None, None, None))
+  return per_cell(
+      pcache["k"], pcache["v"], cells["mask"], cells["values"], cells["a"],
+      cells["c"], cells["sigma"], cells["relative"], noise,
+      clean["query_resid"], clean["query_k"], clean["query_v"], q_len)
+
+
+def decode_phase(cfg, params, layer, cells, first_logits, cache, key_pos,
+                 row_len, gen_slot, tables, max_new_tokens, stop_rule, timing,
+                 compact_min_rows):
+  """Greedy decoding of all R = C*N rows (row r = cell r // N); with
+  `every_step` timing each generated token is edited at `layer` too.
+  Returns (tokens [R,M], n_gen [R])."""
+  L, D = cfg.n_layers, cfg.d_model
+  N = first_logits.shape[0] // cells["mask"].shape[0]
+  start, inp_idx = layer + 1, jnp.maximum(layer, 0)
+  rep = lambda v: jnp.repeat(v, N, axis=0)  # per-cell -> per-row
+  r_a, r_c, r_sig, r_rel = (rep(cells[k]) for k in ("a", "c", "sigma",
+                                                     "relative"))
+  r_dv = rep(cells["decode_values"])
+  r_seed = rep(cells["seed"])
+
+  def step_layers(tok, pos, slot, key_pos, cache, t, rows):
+    x = embed(cfg, params, tok[:, None])  # [R',1,D]
+    qp = pos[:, None]
+    sl = jnp.broadcast_to(slot, (tok.shape[0], 1))
+    run = functools.partial(run_blocks, cfg, params, q_pos=qp,
+                            key_pos=key_pos, slots=sl)
+    if timing != "every_step":
+      return run(x, start=0, stop=L, cache=cache)
+    x_in, cache = run(x, start=0, stop=inp_idx, cache=cache)
+    x_out, cache = run(x_in, start=inp_idx, stop=start, cache=cache)
+    nz = jax.vmap(lambda s: _noise(s + 7919 * (t + 1), (1, D)))(r_seed[rows])
+    x_out, _ = jax.vmap(apply_edit)(
+        x_out, x_in, jnp.ones((tok.shape[0], 1), bool), r_dv[rows][:, None],
+        r_a[rows], r_c[rows], r_sig[rows], r_rel[rows], nz)
+    return run(x_out, start=start, stop=L, cache=cache)
+
+  return greedy_decode(cfg, params, first_logits, cache, key_pos, row_len,
+                       gen_slot, max_new_tokens, tables, stop_rule,
+                       step_layers, compact_min_rows)
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "cfg", "max_new_tokens", "stop_rule", "timing", "want_logits",
+    "compact_min_rows", "prefix_start"))
+def sweep_layer(cfg: DecoderConfig, params, layer, clean, q_len, cells,
+                tables, max_new_tokens: int, stop_rule: str, timing: str,
+                want_logits: bool = False, compact_min_rows: int = 0,
+                prefix_start: int = 0):
+  """All cells of one layer over all target prompts, decoded greedily.
+
+  Args:
+    layer: int scalar (traced), block whose output is edited (-1: embeddings).
+    clean: output of `clean_run` (without first_logits).
+    q_len: int [N].
+    cells: dict of CellBatch arrays with leading axis C (layer excluded).
+    tables: StopTables.as_arrays().
+    compact_min_rows: decode compaction (`greedy_loop`); 0 = off.
+    prefix_start: static; no cell edits a prefix slot before it, so those
+      tokens keep their clean K/V and the prefix phase runs [prefix_start, P)
+      only (`Engine.run` passes the chunk's first edited slot, rounded down).
+  Returns dict: tokens [C,N,max_new], n_gen [C,N], delta [C] (max |edit|),
+    first_logits [C,N,V] (if want_logits).
+  """
+  L, K, H, D = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
+  P = clean["prefix_resid"].shape[1]
+  _, N, Q, _ = clean["query_resid"].shape
+  T = P + Q
+  S = T + max_new_tokens
+  C = cells["mask"].shape[0]
+  noise = jax.vmap(lambda s: _noise(s, (T, D)))(cells["seed"])  # [C,T,D]
+  pcache, pdelta = prefix_phase(cfg, params, layer, clean, cells, noise,
+                                prefix_start)
+  cache, key_pos, logits, qdelta = query_phase(
+      cfg, params, layer, clean, q_len, cells, noise, pcache, max_new_tokens,
+      timing)
+  # cache [C,N,L,S,K,H] -> rows R = C*N: [L,R,S,K,H]
+  R = C * N
+  cache = {n: jnp.moveaxis(cache[n].reshape(R, L, S, K, H), 0, 1)
+           for n in ("k", "v")}
+  delta = jnp.maximum(pdelta, qdelta.max(axis=1))
+  tokens, n_gen = decode_phase(
+      cfg, params, layer, cells, logits.reshape(R, -1), cache,
+      key_pos.reshape(R, S), jnp.tile(P + q_len, C), T, tables,
+      max_new_tokens, stop_rule, timing, compact_min_rows)
+  result = {"tokens": tokens.reshape(C, N, max_new_tokens),
+            "n_gen": n_gen.reshape(C, N), "delta": delta}
+  if want_logits:
+    result["first_logits"] = logits
+  return result
