@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from experiments import synthetic_emergence as exp
 from icl_jax import synthetic as syn
 from icl_jax.synthetic import plots
+from icl_jax.synthetic.summary import summarize_run
 
 
 def _fake_log(n_layers=2, nb=4, k=20):
@@ -54,7 +54,7 @@ def test_pca_2d_finds_main_axes():
 
 
 def test_summarize():
-  s = exp.summarize(_fake_log(), n_rows=3)
+  s = summarize_run(_fake_log(), n_rows=3)
   assert [r["step"] for r in s["table"]] == [0, 200, 400]
   assert s["final"]["td_argmax_layer"] == 2
   assert s["first_step_td_ge_0.5_by_layer"][2] == 200
