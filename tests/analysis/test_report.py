@@ -276,7 +276,9 @@ def test_report_row_key_covers_every_scripts_key_extra():
   import ast
 
   names = set()
-  for f in (ROOT / "experiments").glob("*.py"):
+  sources = [*(ROOT / "experiments").glob("*.py"),
+             *(ROOT / "icl_jax" / "studies").glob("*.py")]
+  for f in sources:
     for node in ast.walk(ast.parse(f.read_text())):
       if isinstance(node, ast.keyword) and node.arg == "key_extra":
         names |= {e.value for e in ast.walk(node.value)
