@@ -9,11 +9,14 @@ Sources:
     model.safetensors.index.json (shards must lie inside the directory).
 
 Conversion streams one tensor at a time into the final parameter tree
-(`streaming.ParamWriter`), so a first load holds about one copy of the fp32
-parameters. Converted parameters are cached under
-`$ICL_JAX_CACHE/models/<stem>-<key>/` (fp32, one .npy per leaf, see
-`_save_params` for why not orbax; with the HF config, the
-tokenizer and the generation stop tables). The key hashes the source files'
+(`streaming.ParamWriter`; a GGUF tensor is dequantized in place), so a first
+load holds about one copy of the fp32 parameters: the GGUF metadata is read
+once (`gguf_file`), the tokenizer and the cache's other files come before
+the tree, and the tree becomes JAX arrays without a copy on CPU (bf16: cast
+in each leaf's own buffer; see `hostmem`). Converted parameters are cached
+under `$ICL_JAX_CACHE/models/<stem>-<key>/` (fp32, one .npy per leaf, see
+`_save_params` for why not orbax; with the HF config, the tokenizer and the
+generation stop tables). The key hashes the source files'
 *contents* (sha256, computed once per file version and remembered by path,
 size and mtime_ns), the converter version and the stored dtype. Every cached
 file's size and sha256 are listed in the cache's `manifest.json`, written
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icl_jax.convert import digests, embedded, streaming
+from icl_jax.convert import digests, embedded, hostmem, streaming
 from icl_jax.convert.streaming import CheckpointError
 from icl_jax.models.config import config_from_hf
 from icl_jax.models.generation import StopTables
@@ -154,14 +157,28 @@ def _cache_dir(stem: str, key: str, cache_dir: Path | None) -> Path:
 # The cache
 # --------------------------------------------------------------------------
 
-def _save_cache(d: Path, hf_config: dict, params, tokenizer, stops,
-                meta: dict) -> None:
+def _begin_cache(d: Path, hf_config: dict, tokenizer, stops) -> Path:
+  """A new temporary cache folder with everything but the parameters.
+
+  Written before the parameter tree exists: saving a tokenizer has
+  transients (~0.1 GB for Gemma 3's) that would otherwise add to the peak.
+  """
   tmp = digests.new_temp_dir(d)
   try:
     (tmp / "hf_config.json").write_text(json.dumps(hf_config, default=str))
     if tokenizer is not None:
       tokenizer.save_pretrained(str(tmp / "tokenizer"))
     stops.save(tmp / "stop_tables.npz")
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return tmp
+
+
+def _end_cache(tmp: Path, d: Path, params, meta: dict) -> None:
+  """Adds the parameters, meta.json and the manifest to `tmp`, then
+  publishes it as the cache folder `d`."""
+  try:
     _save_params(tmp / "params", params)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     # Written last: a cache without a manifest is never used.
@@ -209,12 +226,38 @@ def _save_params(d: Path, params) -> None:
   (d / "index.json").write_text(json.dumps(index))
 
 
+def _read_npy(f: Path, dtype: np.dtype, block_bytes: int = 16 << 20):
+  """A cached .npy leaf read into a new 64-byte-aligned array of `dtype`
+  (fp32: read in place; bf16: cast block by block), or np.load's result
+  for a file this reader does not expect."""
+  with open(f, "rb") as fh:
+    version = np.lib.format.read_magic(fh)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    shape, fortran, stored = (read_header(fh) if read_header
+                              else ((), True, None))
+    if fortran or stored != np.dtype("<f4"):
+      return np.load(f, allow_pickle=False)  # not written by _save_params
+    out = hostmem.aligned_empty(shape, dtype)
+    flat = out.reshape(-1)
+    step = max(1, flat.size if dtype == stored else block_bytes // 4)
+    buf = flat if dtype == stored else np.empty(min(step, flat.size), stored)
+    for i in range(0, flat.size, step):
+      n = min(step, flat.size - i)
+      if fh.readinto(memoryview(buf[:n]).cast("B")) != 4 * n:
+        raise ValueError(f"{f.name}: truncated array data")
+      if buf is not flat:
+        flat[i:i + n] = buf[:n]
+  return out
+
+
 def _restore_params(d: Path, dtype_name: str):
   """Restores the cached fp32 params, cast leaf by leaf to `dtype_name`."""
   tree: dict = {}
+  dtype = _np_dtype(dtype_name)
   for entry in json.loads((d / "params" / "index.json").read_text()):
     path = tuple(entry["path"])
-    leaf = np.load(d / "params" / f"{'.'.join(path)}.npy", allow_pickle=False)
+    leaf = _read_npy(d / "params" / f"{'.'.join(path)}.npy", dtype)
     if list(leaf.shape) != entry["shape"]:
       raise ValueError(f"params/{'.'.join(path)}.npy has shape {leaf.shape}")
     node = tree
@@ -230,11 +273,13 @@ def _load_cache(d: Path, dtype_name: str):
 
   hf_config = json.loads((d / "hf_config.json").read_text())
   cfg = config_from_hf(hf_config)
-  params = _restore_params(d, dtype_name)
+  # The tokenizer first: its load's transients are gone before the tree.
   tok = (AutoTokenizer.from_pretrained(str(d / "tokenizer"),
                                        trust_remote_code=False)
          if (d / "tokenizer").exists() else None)
   stops = StopTables.load(d / "stop_tables.npz")
+  hostmem.release_memory()
+  params = _restore_params(d, dtype_name)
   return hf_config, cfg, params, tok, stops
 
 
@@ -263,43 +308,118 @@ def _try_cache(d: Path, dtype_name: str):
 # Conversion
 # --------------------------------------------------------------------------
 
-def _cast_tree(tree, dtype_name: str):
-  """numpy/jax tree -> jax arrays of `dtype_name`, freeing each source leaf
-  as it goes (peak: the tree plus one leaf)."""
+def _np_dtype(dtype_name: str) -> np.dtype:
   import jax.numpy as jnp
 
-  dt = jnp.bfloat16 if dtype_name == "bfloat16" else jnp.float32
-  if isinstance(tree, dict):
+  return np.dtype(jnp.bfloat16 if dtype_name == "bfloat16" else np.float32)
+
+
+def _cast_leaf(x, dtype_name: str):
+  """One leaf (consumed: the caller must not use it again) -> a jax array
+  of `dtype_name`, with jnp.asarray's values.
+
+  A C-contiguous, 64-byte-aligned numpy leaf of the target dtype is handed
+  to `jax.device_put`, which on CPU aliases it instead of copying. An
+  aligned fp32 leaf becomes bf16 in its own buffer (`hostmem.bf16_in_place`);
+  any other leaf is cast into a new aligned array.
+  """
+  import jax
+  import jax.numpy as jnp
+
+  dt = _np_dtype(dtype_name)
+  if not isinstance(x, np.ndarray):
+    return jnp.asarray(x, dt)
+  aligned = x.flags.c_contiguous and x.ctypes.data % hostmem.ALIGN == 0
+  if x.dtype == np.float32 and dt.itemsize == 2 and aligned:
+    x = hostmem.bf16_in_place(x, dt)  # numpy's (ml_dtypes') cast, as jnp's
+  elif x.dtype != dt or not aligned:
+    y = hostmem.aligned_empty(x.shape, dt)
+    y[...] = x
+    x = y
+  return jax.device_put(x)
+
+
+def _cast_tree(tree, dtype_name: str):
+  """numpy/jax tree -> jax arrays of `dtype_name`, freeing each source leaf
+  as it goes, smallest leaf first (bf16 peak: the fp32 tree less what is
+  done, plus the largest leaf in bf16; fp32: no copy on CPU)."""
+  if not isinstance(tree, dict):
+    return _cast_leaf(tree, dtype_name)
+  todo: list = []  # (source dict, output dict, key, nbytes)
+
+  def skeleton(src: dict) -> dict:
     out = {}
-    for k in list(tree):
-      out[k] = _cast_tree(tree.pop(k), dtype_name)
+    for k, v in src.items():
+      out[k] = skeleton(v) if isinstance(v, dict) else None
+      if not isinstance(v, dict):
+        todo.append((src, out, k, getattr(v, "nbytes", 0)))
     return out
-  return jnp.asarray(tree, dt)
+
+  result = skeleton(tree)
+  for src, out, k, _ in sorted(todo, key=lambda e: e[3]):
+    out[k] = _cast_leaf(src.pop(k), dtype_name)
+  return result
 
 
-def _convert(kind: str, path: Path, files: list[Path]):
-  """(hf_config, cfg, numpy fp32 params, tokenizer, stop tables)."""
-  from icl_jax.convert.hf_params import check_against_model
+def _sources(kind: str, path: Path, files: list[Path]):
+  """(hf_config, cfg, tokenizer, GGUF header or None); the one parse of a
+  GGUF's metadata, and the tokenizer, built or read before any parameter."""
   from icl_jax.convert.tokenizers import load_tokenizer
 
   if kind == "gguf":
-    hf_config = streaming.gguf_config(path)
+    header = streaming.read_gguf_header(path)
+    hf_config = streaming.gguf_config(path, header)
     cfg = config_from_hf(hf_config)
-    stream = streaming.iter_gguf_tensors(path, hf_config)
-    tok = load_tokenizer(str(path))
+    return hf_config, cfg, load_tokenizer(str(path)), header
+  hf_config = _read_hf_config(path)
+  cfg = config_from_hf(hf_config)
+  has_tok = any((path / f).exists() for f in (
+      "tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+  # Tokenizer-less checkpoints (e.g. tiny test models) still run on ids.
+  return hf_config, cfg, load_tokenizer(str(path)) if has_tok else None, None
+
+
+def _convert_params(kind: str, path: Path, files: list[Path],
+                    hf_config: dict, cfg, header) -> dict:
+  """The numpy fp32 parameter tree (GGUF: dequantized in place)."""
+  from icl_jax.convert.hf_params import check_against_model
+
+  if kind == "gguf":
+    writer = streaming.ParamWriter(cfg, str(path))
+    stream = streaming.iter_gguf_tensors(path, hf_config, header,
+                                         slot=writer.slot)
   else:
-    hf_config = _read_hf_config(path)
-    cfg = config_from_hf(hf_config)
-    stream = streaming.iter_safetensors(files[1:])
-    has_tok = any((path / f).exists() for f in (
-        "tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
-    # Tokenizer-less checkpoints (e.g. tiny test models) still run on ids.
-    tok = load_tokenizer(str(path)) if has_tok else None
-  params = streaming.convert_stream(stream, cfg, str(path))
+    writer, stream = None, streaming.iter_safetensors(files[1:])
+  params = streaming.convert_stream(stream, cfg, str(path), writer)
+  del stream, writer
+  hostmem.release_memory()
   check_against_model(params, cfg)
+  return params
+
+
+def _convert(kind: str, path: Path, files: list[Path],
+             cache_to: Path | None = None, meta: dict | None = None):
+  """(hf_config, cfg, numpy fp32 params, tokenizer, stop tables); with
+  `cache_to`, also writes and publishes the cache folder.
+
+  Order (for the peak memory): metadata, tokenizer, stop tables and the
+  cache's non-parameter files first, their transients handed back to the
+  OS, then the parameter tree.
+  """
+  hf_config, cfg, tok, header = _sources(kind, path, files)
   stops = (StopTables.from_tokenizer(tok, cfg.vocab_size, cfg.eos_token_ids)
            if tok is not None else
            StopTables.eos_only(cfg.vocab_size, cfg.eos_token_ids))
+  tmp = _begin_cache(cache_to, hf_config, tok, stops) if cache_to else None
+  hostmem.release_memory()
+  try:
+    params = _convert_params(kind, path, files, hf_config, cfg, header)
+  except BaseException:
+    if tmp is not None:
+      shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if tmp is not None:
+    _end_cache(tmp, cache_to, params, meta or {})
   return hf_config, cfg, params, tok, stops
 
 
@@ -332,14 +452,13 @@ def load(name_or_path, dtype=None, cache: bool = True,
     hf_config, cfg, params, tok, stops = cached
     source = "cache"
   else:
-    hf_config, cfg, params, tok, stops = _convert(kind, path, files)
+    hf_config, cfg, params, tok, stops = _convert(
+        kind, path, files, d if cache else None, {
+            "source": str(path), "kind": kind, "source_sha256": src_sha,
+            "converter_version": CONVERTER_VERSION,
+            "stored_dtype": _STORED_DTYPE,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     source = "converted"
-    if cache:
-      _save_cache(d, hf_config, params, tok, stops, {
-          "source": str(path), "kind": kind, "source_sha256": src_sha,
-          "converter_version": CONVERTER_VERSION,
-          "stored_dtype": _STORED_DTYPE,
-          "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     params = _cast_tree(params, dtype_name)
   lm = LanguageModel(cfg, params, tok, name=name, hf_config=hf_config,
                      stop_tables=stops)

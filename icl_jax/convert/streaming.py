@@ -4,14 +4,19 @@ A checkpoint is read one tensor at a time (GGUF: read at its offset and
 dequantized; safetensors: one `get_tensor`), converted to our layout and
 written into preallocated fp32 arrays of the final, layer-stacked parameter
 tree. Nothing else of model size is held: no transformers model, no full
-state dict, no second stacked copy. Peak memory is the parameter tree plus
-one tensor in flight (measured in BUILD_NOTES, "Conversion memory").
+state dict, no second stacked copy. A GGUF tensor is dequantized block by
+block straight into its slot of the tree (`ParamWriter.slot`), so apart from
+the tree only a block of rows (and a transformed per-layer tensor, e.g.
+Llama's q/k) is in flight (measured in BUILD_NOTES, "Conversion memory").
+The GGUF header and metadata are read once, by `gguf_file`, which skips the
+tokenizer's arrays.
 
 GGUF tensors go through transformers' own per-architecture processing
 (`TENSOR_PROCESSORS`: Llama's q/k reverse permutation, Gemma's norm - 1) and
-its GGUF -> HF name map (computed on a meta-device model, which allocates
-nothing), so the tensors are exactly those transformers' GGUF loader gives
-its PyTorch model, the parity reference.
+its GGUF -> HF name map (`get_gguf_hf_weights_map`, given the model's
+parameter names; other families: a meta-device model), so the tensors are
+exactly those transformers' GGUF loader gives its PyTorch model, the parity
+reference.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Iterator
 
 import numpy as np
 
+from icl_jax.convert import gguf_file
+from icl_jax.convert.hostmem import aligned_empty
 from icl_jax.convert.hf_params import (CheckpointKeyError, is_ignorable,
                                        layer_map, normalize_key)
 from icl_jax.models.config import DecoderConfig
@@ -69,7 +76,11 @@ class ParamWriter:
 
   Every tensor is checked as it arrives: a known name, the expected shape
   and only finite values (each error names the tensor); `finish` reports
-  missing and unused keys together.
+  missing and unused keys together. A reader may write a tensor straight
+  into the tree: `view = w.slot(key)` (the tensor's place, seen in the HF
+  layout), fill it, then `w.add(key, view)` checks it and copies nothing.
+  Leaves are 64-byte aligned, so that `jax.device_put` can use them without
+  a copy on CPU (`loading._cast_tree`).
   """
 
   def __init__(self, cfg: DecoderConfig, source: str = "checkpoint"):
@@ -77,9 +88,10 @@ class ParamWriter:
     self.source = source
     self._lmap = layer_map(cfg)
     # np.empty: pages are only touched when a tensor is written into them.
-    self.params = _map_tree(lambda shape: np.empty(shape, np.float32),
+    self.params = _map_tree(lambda shape: aligned_empty(shape, np.float32),
                             _tree_shapes(cfg, self._lmap))
     self._seen: set[str] = set()
+    self._lent: dict[str, np.ndarray] = {}  # slot views handed out
     self._unused: list[str] = []
     self._tied_head: np.ndarray | None = None
 
@@ -105,6 +117,24 @@ class ParamWriter:
       return (c.vocab_size, c.d_model)
     return _hf_shape(name, c)
 
+  def slot(self, key: str) -> np.ndarray | None:
+    """`key`'s place in the tree as a view in the HF layout (for writing the
+    tensor in place; see the class docstring), or None: an unknown or
+    already seen key, a tied lm_head, or a layout no view can express."""
+    nk = normalize_key(key)
+    target = self._target(nk) if nk not in self._seen else None
+    if target is None:
+      return None
+    path, layer, name = target
+    if name == "lm_head" and self.cfg.tie_embeddings:
+      return None  # compared with the embedding, not stored
+    dest = _get(self.params, path)
+    view = _hf_view(name, dest if layer is None else dest[layer],
+                    self._expected(name))
+    if view is not None:
+      self._lent[nk] = view
+    return view
+
   def add(self, key: str, tensor) -> None:
     """Converts one HF tensor (any float dtype, HF layout) into place."""
     nk = normalize_key(key)
@@ -112,6 +142,7 @@ class ParamWriter:
       raise CheckpointKeyError(
           f"duplicate key after prefix normalisation: {key}")
     self._seen.add(nk)
+    lent = self._lent.pop(nk, None)
     target = self._target(nk)
     if target is None:
       if not is_ignorable(nk):
@@ -119,6 +150,7 @@ class ParamWriter:
       return
     path, layer, name = target
     w = np.asarray(tensor)
+    in_place = lent is not None and w is lent
     want = self._expected(name)
     if tuple(w.shape) != want:
       raise CheckpointKeyError(
@@ -128,6 +160,8 @@ class ParamWriter:
       bad = int(w.size - np.isfinite(w).sum())
       raise CheckpointError(
           f"{self.source}: tensor {key} has {bad} NaN/inf value(s)")
+    if in_place:
+      return  # written by the reader through `slot`
     if name == "lm_head" and self.cfg.tie_embeddings:
       self._tied_head = w.astype(np.float32)  # checked against embed later
       return
@@ -193,11 +227,37 @@ def _tree_shapes(cfg: DecoderConfig, lmap) -> dict:
   return tree
 
 
-def _all_finite(w: np.ndarray, block: int = 1 << 22) -> bool:
-  """np.isfinite(w).all() without a full-size boolean temporary."""
-  flat = w.reshape(-1)
-  return all(np.isfinite(flat[i:i + block]).all()
-             for i in range(0, flat.size, block))
+_FINITE_BLOCK_BYTES = 4 << 20
+
+
+def _all_finite(w: np.ndarray) -> bool:
+  """np.isfinite(w).all() without a full-size temporary (blocks of rows:
+  no reshape, which would copy a strided view)."""
+  if w.ndim < 2:
+    return bool(np.isfinite(w).all())
+  rows = max(1, _FINITE_BLOCK_BYTES // max(1, w[0].nbytes))
+  return all(np.isfinite(w[i:i + rows]).all()
+             for i in range(0, w.shape[0], rows))
+
+
+def _reshaped(a: np.ndarray, shape) -> np.ndarray:
+  v = a.view()
+  v.shape = shape  # raises AttributeError where only a copy would do
+  return v
+
+
+def _hf_view(name: str, a: np.ndarray, hf_shape) -> np.ndarray | None:
+  """`a` (our layout, see `_to_layout`) seen in the HF layout, no copy."""
+  try:
+    if name == "lm_head":
+      v = a.T  # ours [D, V]
+    elif len(hf_shape) == 2 and name != "embed":
+      v = _reshaped(a, tuple(hf_shape[::-1])).T  # ours: w.T, heads split
+    else:
+      v = _reshaped(a, tuple(hf_shape))
+  except AttributeError:
+    return None
+  return v if v.shape == tuple(hf_shape) else None
 
 
 def _map_tree(fn, tree):
@@ -216,89 +276,152 @@ def _get(tree: dict, path: tuple[str, ...]):
 # Sources
 # --------------------------------------------------------------------------
 
-def gguf_config(path: Path) -> dict:
-  """The HF config dict transformers derives from a GGUF's metadata."""
-  from transformers import AutoConfig
-
-  _gguf_reader(path)  # a readable, complete file, before anything else
+def read_gguf_header(path: Path) -> gguf_file.GGUFHeader:
+  """The GGUF's metadata and tensor table (`gguf_file.read_header`); a file
+  that is not a complete GGUF raises CheckpointError naming it."""
   try:
-    return AutoConfig.from_pretrained(str(path.parent),
-                                      gguf_file=path.name).to_dict()
-  except Exception as e:  # transformers/gguf raise many error types
+    return gguf_file.read_header(path)
+  except (gguf_file.GGUFFormatError, OSError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{path}: not a readable GGUF file "
+                          f"({type(e).__name__}: {e})") from e
+
+
+def _gguf_config_object(path: Path, header: gguf_file.GGUFHeader):
+  from transformers import AutoConfig
+  from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+  raw = gguf_file.transformers_config_dict(header)
+  if raw is None:  # an architecture gguf_file does not map: transformers'
+    return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+  # What AutoConfig.from_pretrained(dir, gguf_file=...) does with the dict.
+  return CONFIG_MAPPING[raw["model_type"]].from_dict(
+      raw, name_or_path=str(path.parent), gguf_file=path.name)
+
+
+def gguf_config(path: Path, header: gguf_file.GGUFHeader | None = None) -> dict:
+  """The HF config dict transformers derives from a GGUF's metadata."""
+  header = header if header is not None else read_gguf_header(path)
+  try:
+    return _gguf_config_object(path, header).to_dict()
+  except Exception as e:  # transformers raises many error types
     raise CheckpointError(f"{path}: cannot read the GGUF metadata "
                           f"({type(e).__name__}: {e})") from e
-
-
-def _gguf_reader(path: Path):
-  from gguf import GGUFReader
-
-  try:
-    reader = GGUFReader(str(path))
-  except Exception as e:
-    # The reader maps every tensor up front; a cut file fails there.
-    hint = (" -- truncated: a tensor's data runs past the end of the file"
-            if "reshape" in str(e) or "offset" in str(e) else "")
-    raise CheckpointError(f"{path}: not a readable GGUF file{hint} "
-                          f"({type(e).__name__}: {e})") from e
-  size = path.stat().st_size
-  for t in reader.tensors:
-    end = int(t.data_offset) + int(t.data.nbytes)
-    if end > size:
-      raise CheckpointError(
-          f"{path}: truncated GGUF: tensor {t.name} ends at byte {end} but "
-          f"the file has {size} bytes")
-  return reader
 
 
 # Dequantize at most this many output bytes at once: gguf's numpy kernels
 # make several full-size temporaries (Gemma's 262k x 640 embedding: +1.4 GB
 # in one call); rows are independent, so blocks give identical values.
-_DEQUANT_BLOCK_BYTES = 32 << 20
+_DEQUANT_BLOCK_BYTES = 8 << 20
 
 
-def _dequantize_in_blocks(dequantize, data: np.ndarray, qtype) -> np.ndarray:
-  """dequantize(data, qtype), computed over blocks of the leading axis."""
-  if data.ndim < 2 or data.shape[0] < 2:
-    return np.asarray(dequantize(data, qtype), np.float32)
-  first = np.asarray(dequantize(data[:1], qtype), np.float32)
-  out = np.empty((data.shape[0],) + first.shape[1:], np.float32)
-  step = max(1, _DEQUANT_BLOCK_BYTES // max(1, first.nbytes))
-  for r in range(0, data.shape[0], step):
-    out[r:r + step] = dequantize(data[r:r + step], qtype)
+def _dequantize_into(fd: int, t: gguf_file.TensorInfo,
+                     out: np.ndarray | None) -> np.ndarray:
+  """Tensor `t` dequantized to fp32, into `out` (or a new array), reading
+  and dequantizing blocks of rows of the leading axis."""
+  from gguf import dequantize
+
+  shape = t.shape
+  if out is None:
+    out = np.empty(shape, np.float32)
+  if len(shape) < 2:
+    data = gguf_file.read_rows(fd, t, 0, t.np_shape[0] if t.np_shape else 1)
+    out[...] = np.reshape(dequantize(data, t.ggml_type), shape)
+    return out
+  row = 4 * int(np.prod(shape[1:], dtype=np.int64))
+  step = max(1, _DEQUANT_BLOCK_BYTES // max(1, row))
+  for r in range(0, shape[0], step):
+    stop = min(shape[0], r + step)
+    out[r:stop] = dequantize(gguf_file.read_rows(fd, t, r, stop), t.ggml_type)
   return out
 
 
-def iter_gguf_tensors(path: Path, hf_config: dict) -> Iterator[tuple[str, np.ndarray]]:
-  """Yields (HF name, fp32 tensor) for every GGUF tensor transformers maps.
+class _ModuleNames:
+  """Stands in for a PyTorch model in transformers'
+  `get_gguf_hf_weights_map`, which reads only the config, the state-dict
+  names and the child modules: all derived here from the parameter names.
+  (Importing a model's modeling code to build it on the meta device keeps
+  ~0.13 GB of Python modules resident for the rest of the process.)"""
 
-  Tensor bytes are read with `os.pread` at their offsets (not through the
-  reader's memory map, whose touched pages would stay resident).
-  """
+  def __init__(self, names: list[str], config=None):
+    self.config = config
+    self._names = names
+
+  def state_dict(self) -> dict:
+    return dict.fromkeys(self._names)
+
+  def named_children(self) -> list:
+    kids: dict[str, list[str]] = {}
+    for n in self._names:
+      head, dot, rest = n.partition(".")
+      if dot:
+        kids.setdefault(head, []).append(rest)
+    return [(k, _ModuleNames(v)) for k, v in kids.items()]
+
+
+def hf_param_names(cfg: DecoderConfig) -> list[str]:
+  """The state-dict names of transformers' model for `cfg` (its order)."""
+  layer = [f"model.layers.{i}.{s}" for i in range(cfg.n_layers)
+           for s in layer_map(cfg)]
+  return ["model.embed_tokens.weight", *layer, "model.norm.weight",
+          "lm_head.weight"]
+
+
+def _gguf_key_map(hf_config: dict, processor, meta: bool = False):
+  """GGUF tensor name -> HF name (transformers' map). From the parameter
+  names for a supported family, else (or with `meta`) from a meta-device
+  model (tests check that both agree)."""
+  import types
+
+  from transformers.modeling_gguf_pytorch_utils import get_gguf_hf_weights_map
+
+  from icl_jax.models.config import UnsupportedConfigError, config_from_hf
+
+  try:
+    cfg = None if meta else config_from_hf(hf_config)
+  except (UnsupportedConfigError, KeyError, TypeError, ValueError):
+    cfg = None
+  if cfg is not None:
+    model = _ModuleNames(hf_param_names(cfg), types.SimpleNamespace(
+        model_type=hf_config["model_type"],
+        num_hidden_layers=hf_config["num_hidden_layers"]))
+    return get_gguf_hf_weights_map(model, processor)
   import torch
-  from gguf import dequantize
-  from transformers import AutoConfig, AutoModelForCausalLM
-  from transformers.modeling_gguf_pytorch_utils import (
-      TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map, read_field)
+  from transformers import AutoModelForCausalLM
+  from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-  reader = _gguf_reader(path)
-  arch = read_field(reader, "general.architecture")[0]
-  processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=hf_config)
-  config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+  config = CONFIG_MAPPING[hf_config["model_type"]].from_dict(hf_config)
   with torch.device("meta"):
     meta_model = AutoModelForCausalLM.from_config(config)
-  key_map = get_gguf_hf_weights_map(meta_model, processor)
-  del meta_model
+  return get_gguf_hf_weights_map(meta_model, processor)
+
+
+def iter_gguf_tensors(path: Path, hf_config: dict,
+                      header: gguf_file.GGUFHeader | None = None,
+                      slot=None) -> Iterator[tuple[str, np.ndarray]]:
+  """Yields (HF name, fp32 tensor) for every GGUF tensor transformers maps.
+
+  Tensor bytes are read with `os.pread`, a block of rows at a time (not
+  through a memory map, whose touched pages would stay resident). With
+  `slot` (`ParamWriter.slot`), a tensor is dequantized straight into its
+  place in the tree and that view is yielded; otherwise into a new array.
+  """
+  from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS,
+                                                        TensorProcessor)
+
+  header = header if header is not None else read_gguf_header(path)
+  processor = TENSOR_PROCESSORS.get(header.architecture, TensorProcessor)(
+      config=hf_config)
+  key_map = _gguf_key_map(hf_config, processor)
   parsed = {"config": hf_config, "tensors": {}}
   fd = os.open(path, os.O_RDONLY)
   try:
-    for t in reader.tensors:
-      raw = os.pread(fd, int(t.data.nbytes), int(t.data_offset))
-      if len(raw) != t.data.nbytes:
-        raise CheckpointError(f"{path}: short read of tensor {t.name}")
-      data = np.frombuffer(raw, dtype=t.data.dtype).reshape(t.data.shape)
-      del raw
+    for t in header.tensors:
+      key = key_map.get(t.name)
+      out = slot(key) if slot is not None and key is not None else None
+      if out is not None and out.shape != t.shape:
+        out = None
       try:
-        weights = _dequantize_in_blocks(dequantize, data, t.tensor_type)
+        weights = _dequantize_into(fd, t, out)
       except Exception as e:
         raise CheckpointError(f"{path}: cannot dequantize tensor {t.name} "
                               f"({type(e).__name__}: {e})") from e
@@ -307,8 +430,10 @@ def iter_gguf_tensors(path: Path, hf_config: dict) -> Iterator[tuple[str, np.nda
                               parsed_parameters=parsed)
       if res.name not in key_map:
         continue  # transformers skips these too
-      item = (key_map[res.name], np.asarray(res.weights, np.float32))
-      del res, weights, data
+      w = res.weights
+      item = (key_map[res.name],
+              w if out is not None and w is out else np.asarray(w, np.float32))
+      del res, weights, w, out
       yield item
       del item  # freed before the next tensor is read (one in flight)
   finally:
@@ -331,9 +456,11 @@ def iter_safetensors(files: list[Path]) -> Iterator[tuple[str, np.ndarray]]:
       raise CheckpointError(f"{f}: cannot read safetensors ({e})") from e
 
 
-def convert_stream(stream, cfg: DecoderConfig, source: str) -> dict:
-  """Drains a (name, tensor) stream into the param tree."""
-  writer = ParamWriter(cfg, source)
+def convert_stream(stream, cfg: DecoderConfig, source: str,
+                   writer: ParamWriter | None = None) -> dict:
+  """Drains a (name, tensor) stream into the param tree (`writer`'s, when
+  the stream writes through its `slot`)."""
+  writer = writer if writer is not None else ParamWriter(cfg, source)
   for key, tensor in stream:
     writer.add(key, tensor)
     del tensor
