@@ -31,19 +31,54 @@ def panel_grid(n_panels: int):
                       squeeze=False, sharey=True)
 
 
-def finish_grid(fig, axes, n_used: int, ylabel: str, title: str = "",
-                legend_y: float = -0.04):
-  """Hides unused panels; y label, a shared legend below, the title."""
+def finish_grid(fig, axes, n_used: int, ylabel: str, title: str = ""):
+  """Hides unused panels; y label, the title, and one shared legend below
+  the panels, inside the figure: the panels are laid out again above the
+  legend's measured height, so a saved figure (tight or not) never cuts it."""
   for ax in axes.flat[n_used:]:
     ax.axis("off")
   axes[0, 0].set_ylabel(ylabel)
   handles, labels = axes.flat[0].get_legend_handles_labels()
-  if handles:
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7,
-               bbox_to_anchor=(0.5, legend_y))
   if title:
     fig.suptitle(title, fontsize=10)
-  fig.tight_layout(rect=(0, 0.06, 1, 1))
+  if not handles:
+    fig.tight_layout()
+    return
+  legend = fig.legend(handles, labels, loc="lower center",
+                      ncol=min(4, len(labels)), fontsize=7,
+                      bbox_to_anchor=(0.5, 0.005), frameon=False)
+  fig.canvas.draw()
+  height = legend.get_window_extent().height / fig.bbox.height
+  fig.tight_layout(rect=(0, min(0.6, height + 0.01), 1, 1))
+
+
+def integer_ticks(ax, axis: str = "x") -> None:
+  """Integer-only major ticks (layers, counts): no '2.5' layer labels."""
+  from matplotlib.ticker import MaxNLocator
+  getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
+
+
+# One colour per condition and one line style per mode, in every figure.
+CONDITION_ORDER = ("all_demo", "output_only", "input_only", "last_demo",
+                   "answer_tokens", "output_tokens", "first_query_token",
+                   "last_demo_token", "query_only", "all_positions",
+                   "random_outputs", "true_source", "shuffled", "random",
+                   "baseline")
+MODE_STYLE = {"faithful": "-", "aligned": "--"}
+
+
+def condition_color(condition: str):
+  """A fixed colour for each known condition (tab20 by its place in
+  CONDITION_ORDER); others get a stable colour from their name."""
+  import zlib
+  base = condition.split("/")[0]
+  i = (CONDITION_ORDER.index(base) if base in CONDITION_ORDER
+       else len(CONDITION_ORDER) + zlib.crc32(base.encode()) % 5)
+  return plt.cm.tab20(i % 20)
+
+
+def mode_style(mode: str) -> str:
+  return MODE_STYLE.get(mode, ":")
 
 
 def short(name: str) -> str:
@@ -117,8 +152,11 @@ def heatmap_grid(matrices: Mapping[str, np.ndarray], row_labels, col_labels,
 
 def curves(panels: Mapping[str, Mapping[str, tuple]], path, xlabel: str,
            ylabel: str, title: str = "", ylim=(-0.05, 1.05),
-           logx: bool = False):
-  """panels: {panel title: {line label: (xs, ys)}}."""
+           logx: bool = False, integer_x: bool | None = None):
+  """panels: {panel title: {line label: (xs, ys)}}. Integer x ticks when
+  `integer_x` (default: when the x label names layers)."""
+  if integer_x is None:
+    integer_x = "layer" in xlabel.lower()
   items = [(k, v) for k, v in panels.items() if v]
   if not items:
     return None
@@ -133,6 +171,8 @@ def curves(panels: Mapping[str, Mapping[str, tuple]], path, xlabel: str,
       ax.set_ylim(*ylim)
     if logx:
       ax.set_xscale("log")
+    elif integer_x:
+      integer_ticks(ax)
     ax.grid(alpha=0.3)
   finish_grid(fig, axes, len(items), ylabel, title)
   return save_figure(fig, path)

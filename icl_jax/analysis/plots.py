@@ -9,7 +9,16 @@ from icl_jax.analysis import figures
 
 def transfer_by_layer(rows, path, title: str = "", metric: str = "transfer",
                       n_layers: int | None = None):
-  """One panel per (source, target) pair; a line per condition and mode."""
+  """One panel per (source, target) pair; a line per condition and mode
+  (colour = condition, line style = mode, the same in every figure). The
+  title gets the metric and the prompts per cell (N) from the rows."""
+  fig = transfer_by_layer_figure(rows, title, metric)
+  return None if fig is None else figures.save_figure(fig, path)
+
+
+def transfer_by_layer_figure(rows, title: str = "",
+                             metric: str = "transfer"):
+  """The figure of `transfer_by_layer` (None without rows)."""
   pairs = sorted({(r["source_task"], r["target_task"]) for r in rows})
   if not pairs:
     return None
@@ -25,15 +34,19 @@ def transfer_by_layer(rows, path, title: str = "", metric: str = "transfer",
     for (mode, cond), pts in sorted(lines.items()):
       pts.sort()
       ax.plot([p[0] for p in pts], [p[1] for p in pts],
-              ls="-" if mode == "faithful" else "--", marker=".",
-              label=f"{cond} ({mode})")
+              ls=figures.mode_style(mode), marker=".",
+              color=figures.condition_color(cond), label=f"{cond} ({mode})")
     ax.set_title(f"{s} -> {t}", fontsize=9)
     ax.set_xlabel("layer (block output)")
+    figures.integer_ticks(ax)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
-  figures.finish_grid(fig, axes, len(pairs), f"{metric} rate", title,
-                      legend_y=-0.02)
-  return figures.save_figure(fig, path, tight=False)
+  ns = sorted({r["n"] for r in rows if isinstance(r.get("n"), int)})
+  n_text = (f"N={ns[0]}" if len(ns) == 1 else
+            f"N={ns[0]}-{ns[-1]}" if ns else "")
+  full = "; ".join(x for x in (title, f"{metric} rate", n_text) if x)
+  figures.finish_grid(fig, axes, len(pairs), f"{metric} rate", full)
+  return fig
 
 
 def baseline_bars(records, path, title: str, threshold: float) -> None:
