@@ -77,6 +77,8 @@ KNOWN = (
 MAIN_PARTS = ("main_prefill", "main_single_d2")
 # Other experiments of the study (scripts by others): name patterns.
 GUESSES = (  # first match wins
+    (r"^demo_ablation_probe$", "exp14", "Demo-count ablation, part C "
+     "(probe accuracy by demo count)"),
     (r"locali|probe", "exp2", "Probing (localization)"),
     (r"query", "exp9", "Query-position transplant"),
     (r"transplant|single_pos", "exp3", "Single-position transplant"),
@@ -765,11 +767,23 @@ def headline_rows(data: Data) -> list[list]:
     tok = [r for r in data.get("tokenization") if r.get("model") == model
            and r.get("condition") == "correlation"]
     if tok:
-      t = {r["rates"]: r for r in tok if r.get("r") is not None}
-      txt = "; ".join(f"{k}: r = {v['r']:+.2f}" for k, v in t.items())
       out.append([M, "r(|output-token diff|, transfer) = -0.35 (6 pairs)",
-                  txt or "-", "-", "descriptive (6 points)"])
+                  *correlation_cells(tok), "descriptive (6 points)"])
   return out
+
+
+def correlation_cells(rows) -> tuple[str, str]:
+  """The faithful and the aligned cell of a correlation claim: each mode's
+  rows (one per rates source) in its own column. Rows of two modes share a
+  rates label ("our ... (best layer)"), so they are never keyed by it alone."""
+  cells = []
+  for mode in ("faithful", "aligned"):
+    rs = [r for r in rows if r.get("mode") == mode and r.get("r") is not None]
+    cells.append("; ".join(
+        f"{r['rates']}: r = {r['r']:+.2f}" +
+        (f" (L{r['layer']})" if r.get("layer") is not None else "")
+        for r in rs) or "-")
+  return cells[0], cells[1]
 
 
 def answer_headlines(data: Data) -> str:
@@ -839,6 +853,27 @@ def render_baseline(data: Data, rows) -> str:
   return text
 
 
+def _layers_always_shown(rows, models, data, metric) -> set:
+  """Columns a subsampled layer grid keeps: each model's study layer (the
+  original's depth, 8 of 28) and each (model, mode, condition)'s best
+  layer, so thinning never hides the layers the text talks about."""
+  from icl_jax.studies.layers import study_fraction_layer
+
+  keep = set()
+  for m in models:
+    nl = data.n_layers(m) if data is not None else None
+    if nl:
+      keep |= set(study_fraction_layer(nl))
+  groups = defaultdict(list)
+  for r in rows:
+    if isinstance(r.get("layer"), int) and _numeric(r.get(metric)):
+      groups[(r.get("model"), r.get("mode"), r.get("condition"))].append(r)
+  for rs in groups.values():
+    lm = layer_means(rs, metric)
+    keep.add(max(sorted(lm), key=lambda l: lm[l][0]))
+  return keep
+
+
 def _transfer_grid(rows, models, conditions, data, pair_filter=None,
                    metric="transfer", max_layers=None):
   """Mean transfer over pairs by (model, mode, condition) x layer."""
@@ -857,6 +892,7 @@ def _transfer_grid(rows, models, conditions, data, pair_filter=None,
     for g in groups.values():
       if not g & shown:
         shown |= g
+    shown |= _layers_always_shown(rows, models, data, metric) & set(layers)
     layers = sorted(shown)
   head = ["model", "mode", "condition"] + [f"L{l}" for l in layers]
   out = []
@@ -1413,12 +1449,14 @@ def render_exp19(data: Data, rows) -> str:
 
 
 def render_exp28(data: Data, rows) -> str:
+  from icl_jax.studies.tokenization import double_newline_text
+
   text = ""
   for m in data.models(["tokenization"]):
     facts = tokenization_facts(data, m) or {}
     tf = facts.get("tokenizer", {})
-    text += (f"**{short_model(m)}**: BOS {tf.get('adds_bos')}, '\\n\\n' one "
-             f"token {tf.get('double_newline_one_token')}; `last_demo_token` "
+    text += (f"**{short_model(m)}**: BOS {tf.get('adds_bos')}, "
+             f"{double_newline_text(tf)}; `last_demo_token` "
              f"is a {facts.get('last_demo_token_role')!r} token; faithful "
              f"output-line drift per demo {facts.get('output_line_drift_uppercase')}"
              f"; faithful all_demo overwrites target query tokens in "
@@ -1520,6 +1558,36 @@ def _drop_matrix_diagonal(rows):
   return kept, len(rows) - len(kept)
 
 
+DISRUPTION_KINDS = {
+    "absolute": "absolute (baseline accuracy - accuracy under the edit, the "
+                "original's definition)",
+    "relative": "relative ((baseline - edited accuracy) / baseline)"}
+
+
+def _metric_kinds(rows, metric: str) -> str:
+  """' (faithful: absolute ...; aligned: relative ...)' where a metric's
+  definition differs between modes (the rows' own `<metric>_kind`)."""
+  kinds = {}
+  for r in rows:
+    if r.get(f"{metric}_kind") is not None:
+      kinds.setdefault(str(r.get("mode")), r[f"{metric}_kind"])
+  if not kinds:
+    return ""
+  return " (" + "; ".join(f"{m}: {DISRUPTION_KINDS.get(k, k)}"
+                          for m, k in sorted(kinds.items())) + ")"
+
+
+def _split_by_probe(rows):
+  """Rows of several probes (exp2: nearest centroid, the original's, and
+  logistic) get the probe in their condition label, so no table averages
+  one probe with another."""
+  probes = {r.get("probe") for r in rows if r.get("probe") is not None}
+  if len(probes) < 2:
+    return rows
+  return [dict(r, condition=f"{r.get('condition')} [{r['probe']}]")
+          if r.get("probe") is not None else r for r in rows]
+
+
 def render_generic(data: Data, name: str, rows) -> str:
   models = data.models([name])
   text = ""
@@ -1531,6 +1599,7 @@ def render_generic(data: Data, name: str, rows) -> str:
     text += ("Rows at each mode's primary noise scale (" + ", ".join(
         sorted({f"{r.get('mode')}: {r.get('noise')} x{r.get('scale')}"
                 for r in layered})) + ").\n\n")
+  layered = _split_by_probe(layered)
   layered, n_diag = _drop_matrix_diagonal(layered)
   if n_diag:
     text += (f"Off-diagonal pairs only: {n_diag} rows with source == target "
@@ -1543,7 +1612,8 @@ def render_generic(data: Data, name: str, rows) -> str:
     for r in layered:
       r["condition"] = str(r.get("condition"))
     for metric in metrics[:2]:
-      text += f"Mean {metric} by layer:\n\n" + _transfer_grid(
+      text += (f"Mean {metric} by layer{_metric_kinds(layered, metric)}:"
+               "\n\n") + _transfer_grid(
           [r for r in layered if _numeric(r.get(metric))],
           models, conds, data, metric=metric, max_layers=18) + "\n"
     if len(metrics) > 2:

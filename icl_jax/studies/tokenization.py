@@ -68,13 +68,48 @@ def task_row(tok, task, model):
           "examples": []}
 
 
-def tokenizer_facts(tok) -> dict:
-  """BOS added? "\\n\\n" one token? tokens of "\\n"."""
+def tokenizer_facts(tok, tasks=()) -> dict:
+  """BOS added? "\\n\\n" one token alone, and inside the study's prompts
+  (`tasks`' first prompts)? tokens of "\\n"."""
   with_special = tok("x\n\ny", add_special_tokens=True)["input_ids"]
   plain = tok("x\n\ny", add_special_tokens=False)["input_ids"]
   return {"adds_bos": len(with_special) > len(plain),
           "double_newline_one_token": n_tok(tok, "\n\n") == 1,
+          "double_newline_in_prompts": separators_one_token(
+              tok, [prompt_for(t, first_query(t)).text for t in tasks]),
           "newline_tokens": n_tok(tok, "\n")}
+
+
+def double_newline_text(facts) -> str:
+  """'\\n\\n' alone one token? and inside the study's prompts (k of n
+  separators), in words."""
+  alone = facts.get("double_newline_one_token")
+  ctx = facts.get("double_newline_in_prompts") or {}
+  text = f"'\\n\\n' alone is {'one token' if alone else 'several tokens'}"
+  if ctx.get("separators"):
+    text += (f"; inside the study's prompts {ctx['one_token']}/"
+             f"{ctx['separators']} demo separators are one token")
+  else:
+    text += " (not checked inside prompts)"
+  return text
+
+
+def separators_one_token(tok, texts) -> dict:
+  """How many of the "\\n\\n" demo separators in `texts` are exactly one
+  token in context (a token spanning just those two characters): BPE may
+  merge them with a neighbour inside a prompt although "\\n\\n" alone is
+  one token."""
+  n = one = 0
+  for text in texts:
+    spans = {tuple(o) for o in tok(text, add_special_tokens=False,
+                                   return_offsets_mapping=True)
+             ["offset_mapping"]}
+    i = text.find("\n\n")
+    while i >= 0:
+      n += 1
+      one += (i, i + 2) in spans
+      i = text.find("\n\n", i + 2)
+  return {"separators": n, "one_token": one}
 
 
 def pair_length_row(tok, s, t, model, counts) -> dict:
@@ -237,7 +272,7 @@ def run(tok, *, model, pairs, layout_tasks, tasks, modes, out_dir) -> dict:
   rd = RunDir(out_dir, EXPERIMENT,
               {"model": model, "pairs": [list(p) for p in pairs],
                "layout_tasks": list(layout_tasks), "tasks": list(tasks)})
-  facts = tokenizer_facts(tok)
+  facts = tokenizer_facts(tok, tasks)
   rows = [task_row(tok, t, model) for t in tasks]
   counts = {r["source_task"]: r for r in rows}
   # The original's per-pair table and correlation (its 6 exp8 pairs).
@@ -267,8 +302,8 @@ def format_report(result, model: str) -> str:
   table and the correlations."""
   facts = result["tokenizer"]
   lines = [
-      f"tokenizer {model}: BOS {facts['adds_bos']}, '\\n\\n' one token "
-      f"{facts['double_newline_one_token']}; last_demo_token is a "
+      f"tokenizer {model}: BOS {facts['adds_bos']}, "
+      f"{double_newline_text(facts)}; last_demo_token is a "
       f"{result['last_demo_token_role']!r} token",
       f"faithful output-line drift per demo (uppercase): "
       f"{result['output_line_drift_uppercase']}",

@@ -366,3 +366,132 @@ def test_copy_figures_copies_linked_plots_and_drops_stale_ones(tmp_path):
   assert (tmp_path / "figs" / "m" / "exp" / "a.png").read_bytes() == b"png-a"
   assert out.read_text() == "![a](figs/m/exp/a.png)\n"
   assert not stale.exists() and not stale.parent.exists()
+
+
+def test_output_token_correlation_keeps_each_modes_value(tmp_path):
+  """smollm2's faithful r (-0.84) was shown as the aligned one (-0.47): both
+  rows carry the rates label 'our ... (best layer)' and were keyed by it."""
+  d = tmp_path / "runs" / "model-a"
+  base = {"experiment": "tokenization", "model": "model-a",
+          "source_task": "all", "target_task": "all",
+          "condition": "correlation", "n": 6, "examples": [], "p": 0.1,
+          "n_pairs": 6}
+  write(d, "tokenization", [
+      dict(base, mode="faithful", rates="original hard-coded exp8 rates",
+           r=-0.35, layer=None),
+      dict(base, mode="faithful", rates="our main_prefill (best layer)",
+           r=-0.84, layer=2),
+      dict(base, mode="aligned", rates="our main_prefill (best layer)",
+           r=-0.47, layer=1)])
+  data = REP.Data([d], tmp_path)
+  (claim,) = [r for r in REP.headline_rows(data)
+              if r[1].startswith("r(|output-token diff|")]
+  faithful, aligned = claim[2], claim[3]
+  assert "-0.84" in faithful and "-0.35" in faithful
+  assert "-0.47" not in faithful
+  assert "-0.47" in aligned and "-0.84" not in aligned
+
+
+def test_probe_tables_never_average_two_probes(tmp_path):
+  """exp2's table averaged the nearest-centroid probe (the original's) with
+  the logistic one: 1.00 and 0.00 showed as 0.50."""
+  d = tmp_path / "runs" / "model-a"
+  rows = [{"experiment": "localization", "model": "model-a",
+           "mode": "faithful", "source_task": "all", "target_task": "all",
+           "layer": layer, "condition": "first_query_token", "probe": probe,
+           "accuracy": acc, "n": 50, "n_layers": N_LAYERS, "examples": []}
+          for layer in range(N_LAYERS)
+          for probe, acc in (("centroid", 1.0), ("logistic", 0.0))]
+  write(d, "localization", rows)
+  data = REP.Data([d], tmp_path)
+  text = REP.render_generic(data, "localization", data.get("localization"))
+  lines = [l for l in text.splitlines() if "first_query_token" in l]
+  assert any("[centroid]" in l for l in lines)
+  assert any("[logistic]" in l for l in lines)
+  assert not any("0.50" in l for l in lines)
+  assert any("1.00" in l for l in lines if "[centroid]" in l)
+
+
+def test_disruption_table_states_its_definition_per_mode(tmp_path):
+  """exp10-12: disruption is absolute in faithful mode and relative in
+  aligned mode (the modes' definitions); the table must say which."""
+  d = tmp_path / "runs" / "model-a"
+  rows = [{"experiment": "knockout", "model": "model-a", "mode": mode,
+           "source_task": "uppercase", "target_task": "uppercase",
+           "layer": layer, "condition": "demo_positions", "n": 20,
+           "accuracy": 0.5, "baseline_accuracy": 0.8, "disruption": dis,
+           "disruption_kind": kind, "n_layers": N_LAYERS, "examples": []}
+          for layer in range(4)
+          for mode, kind, dis in (("faithful", "absolute", 0.3),
+                                  ("aligned", "relative", 0.375))]
+  write(d, "knockout", rows)
+  data = REP.Data([d], tmp_path)
+  text = REP.render_generic(data, "knockout", data.get("knockout"))
+  (header,) = [l for l in text.splitlines()
+               if l.startswith("Mean disruption by layer")]
+  assert "faithful: absolute" in header and "aligned: relative" in header
+
+
+def test_double_newline_fact_is_not_claimed_for_prompts(tmp_path):
+  """SmolLM2: '\\n\\n' alone is one token, but not inside the study's
+  prompts; the report said "'\\n\\n' one token True"."""
+  d = tmp_path / "runs" / "model-a"
+  write(d, "tokenization", [])
+  (d / "tokenization" / "summary.json").write_text(json.dumps({
+      "config": {"model": "model-a"},
+      "tokenizer": {"adds_bos": True, "double_newline_one_token": True,
+                    "double_newline_in_prompts": {"separators": 40,
+                                                  "one_token": 0}}}))
+  data = REP.Data([d], tmp_path)
+  data.models = lambda names=None: ["model-a"]
+  text = REP.render_exp28(data, [])
+  assert "one token True" not in text
+  assert "alone is one token" in text
+  assert "0/40 demo separators are one token" in text
+
+
+def test_separators_counted_in_context():
+  from icl_jax.studies.tokenization import separators_one_token
+
+  class Tok:  # "\n\n" merges with the next word unless a space follows
+    def __call__(self, text, add_special_tokens, return_offsets_mapping):
+      import re
+      spans = [m.span() for m in re.finditer(r"\n\n(?! )\S*|\n\n|\S+| ",
+                                             text)]
+      return {"offset_mapping": spans}
+
+  got = separators_one_token(Tok(), ["a: x\n\nb: y\n\n c"])
+  assert got == {"separators": 2, "one_token": 1}
+
+
+def test_exp14_part_c_is_not_headed_exp2():
+  """exp14's part C writes its rows as 'demo_ablation_probe', which the
+  name guess took for exp2 (probing)."""
+  sid, title = REP.guess_study_id("demo_ablation_probe")
+  assert sid == "exp14" and "part C" in title
+  assert REP.guess_study_id("localization")[0] == "exp2"
+
+
+def test_thinned_layer_grid_keeps_study_and_best_layers(tmp_path):
+  """With an 18- and a 30-layer model in one grid the columns were thinned
+  to even layers, hiding the 18-layer model's study layer L5 (and an odd
+  best layer)."""
+  from icl_jax.studies.layers import study_fraction_layer
+
+  d = tmp_path / "runs"
+  rows = []
+  for model, nl, best in (("model-a", 18, 7), ("model-b", 30, 11)):
+    rows += [{"experiment": "layer_sweep", "model": model,
+              "mode": "faithful", "source_task": "uppercase",
+              "target_task": "repeat_word", "layer": l,
+              "condition": "last_demo_token", "n": 20, "n_layers": nl,
+              "transfer": 0.5 if l == best else 0.0, "preserve": 0.5,
+              "examples": []} for l in range(nl)]
+  write(d, "layer_sweep", rows)
+  data = REP.Data([d], tmp_path)
+  text = REP.render_generic(data, "layer_sweep", data.get("layer_sweep"))
+  header = next(l for l in text.splitlines() if l.startswith("| model"))
+  cols = {c.strip() for c in header.split("|")}
+  assert study_fraction_layer(18) == [5]
+  for layer in (5, study_fraction_layer(30)[0], 7, 11):
+    assert f"L{layer}" in cols, (layer, header)
