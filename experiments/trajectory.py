@@ -25,6 +25,15 @@ samples any non-duplicated data is linearly separable, so the training
 accuracy is ~1.0 whatever the features encode; the held-out accuracy is the
 informative number.
 
+--probe_scaling: as_run = the original's unscaled features (ill-conditioned:
+on gemma3-270m no fit had converged after 100 L-BFGS iterations; the cap is
+the original's 1000, tens of minutes per mode on a 2-core CPU); standardized
+= StandardScaler on each fit's training rows first, scikit-learn's default
+stopping rule (max |grad| < 1e-4; <= 39 iterations on gemma3-270m); by_mode
+(default) = as_run in faithful mode, standardized in aligned mode (the
+modes rule: faithful as run, aligned corrected). summary.json records the
+scaling, fit seconds and iteration counts per mode and subset.
+
 Outputs: <out_dir>/trajectory/results.jsonl (row per mode x subset x probe
 x layer: accuracy, n, cosine change to the next layer), summary.json,
 trajectory.png. See `icl_jax/studies/trajectory.py`.
@@ -40,6 +49,10 @@ from icl_jax.studies.layers import parse_layers
 from icl_jax.studies.modes import parse_modes
 
 common.define_probe_flags(20, "prompts per task (the study: 20)")
+flags.DEFINE_enum("probe_scaling", "by_mode", list(trajectory.PROBE_SCALINGS),
+                  "probe features: as_run (unscaled, the original's), "
+                  "standardized, or by_mode (faithful as run, aligned "
+                  "standardized)")
 F = flags.FLAGS
 
 
@@ -53,7 +66,8 @@ def main(argv):
   mode_list = parse_modes(F.mode)
   _, summary = trajectory.run(lm, model=F.model, mode_list=mode_list, n=F.n,
                               k=F.k, layers=layers, seed=F.seed,
-                              out_dir=F.out_dir, batch_size=F.batch_size)
+                              out_dir=F.out_dir, batch_size=F.batch_size,
+                              probe_scaling_spec=F.probe_scaling)
   print(trajectory.format_summary(summary, mode_list))
 
 

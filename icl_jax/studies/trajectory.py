@@ -19,6 +19,20 @@ EXPERIMENT = "trajectory"
 POSITION = {"faithful": "last_demo_token", "aligned": "last_demo_answer_token"}
 PROCEDURAL = ("uppercase", "first_letter", "repeat_word")
 THRESHOLDS = (0.8, 0.9, 0.95)
+# Probe feature scaling. as_run: the original's LogisticRegression on raw
+# (unscaled) features -- ill-conditioned (residual norms of hundreds), so
+# L-BFGS runs to its 1000-iteration cap; standardized: StandardScaler fitted
+# on each fit's training rows first (the corrected setting; converges in
+# tens of iterations). by_mode follows the modes rule: faithful = as run,
+# aligned = corrected.
+PROBE_SCALINGS = ("by_mode", "as_run", "standardized")
+MAX_ITER = 1000  # the original's L-BFGS cap
+# Stopping rule per scaling: as_run keeps this library's original rule (L2
+# gradient norm < 1e-5); standardized uses scikit-learn's default lbfgs rule
+# (largest gradient component < 1e-4): an fp32 fit can stall just above an
+# L2 tolerance of 1e-5, and under vmap one stalled slice keeps the whole
+# program iterating to the cap.
+STOP = {"as_run": (1e-5, "l2"), "standardized": (1e-4, "max")}
 # Protocol 8.7 (Llama-3.2-3B, results/exp7/representational_change.csv):
 # cosine distance L -> L+1 for L = 0..26; training accuracy 1.0 everywhere.
 STUDY_COS_CHANGE = (.212, .162, .220, .223, .217, .257, .254, .233, .198,
@@ -48,12 +62,24 @@ def build(n, k, mode, seed, tokenizer):
   return labels, ids, sets
 
 
-def probe_curves(feats, labels):
+def probe_scaling(spec: str, mode: str) -> str:
+  """The scaling ("as_run" | "standardized") of --probe_scaling in a mode."""
+  if spec not in PROBE_SCALINGS:
+    raise ValueError(f"probe scaling {spec!r} not in {PROBE_SCALINGS}")
+  if spec == "by_mode":
+    return "as_run" if mode == "faithful" else "standardized"
+  return spec
+
+
+def probe_curves(feats, labels, scaling="as_run", iterations=None):
   """{(subset, probe): values} for the "all" and "procedural" subsets.
 
   One compiled program per subset fits 5 cross-validation folds plus one
-  all-rows probe (the study's training accuracy), C=1 on unscaled features,
-  max_iter 1000 (as run).
+  all-rows probe (the study's training accuracy), every layer at once
+  (vmap over layers), C=1, max_iter 1000; features unscaled (scaling=
+  "as_run", the original's; stop at L2 grad norm 1e-5) or standardised on
+  each fit's training rows ("standardized"; stop at max |grad| 1e-4). `iterations`, if a dict, receives per subset the
+  L-BFGS iteration counts {"max", "mean", "at_cap"} over the [6, L] fits.
   """
   from icl_jax.probes import evaluation, logistic
   from icl_jax.probes import splits as splits_lib
@@ -68,9 +94,17 @@ def probe_curves(feats, labels):
     folds = splits_lib.stratified_kfold(ids, n_splits=5, seed=0)
     train, test = splits_lib.split_masks(folds, len(ids))
     masks = np.concatenate([train, np.ones((1, len(ids)), bool)])
-    _, pred = logistic.fit_predict(x, ids, masks, num_classes=len(classes),
-                                   C=1.0, standardize=False, max_iter=1000,
-                                   tol=1e-5)
+    tol, tol_norm = STOP[scaling]
+    probes, pred = logistic.fit_predict(
+        x, ids, masks, num_classes=len(classes), C=1.0,
+        standardize=scaling == "standardized", max_iter=MAX_ITER, tol=tol,
+        tol_norm=tol_norm)
+    if iterations is not None:
+      it = np.asarray(probes.num_iter)  # [6 fits, L layers]
+      iterations[subset] = {"max": int(it.max()),
+                            "mean": round(float(it.mean()), 1),
+                            "at_cap": int((it >= MAX_ITER).sum()),
+                            "fits": int(it.size)}
     out[(subset, "train_accuracy")] = (pred[-1] == ids).mean(axis=-1)
     ev = evaluation.evaluate_predictions(pred[:-1], ids, test, classes)
     out[(subset, "heldout_accuracy")] = (ev.accuracy, ev.ci_low, ev.ci_high,
@@ -104,8 +138,10 @@ def curve_rows(curves, labels, layers, change, spread, *, model, mode):
   return rows
 
 
-def mode_rows(lm, *, model, mode, n, k, layers, seed, batch_size, progress):
-  """Features, probes and rows of one mode."""
+def mode_rows(lm, *, model, mode, n, k, layers, seed, batch_size, progress,
+              scaling="as_run", fit_stats=None):
+  """Features, probes and rows of one mode (`fit_stats`, a dict, receives
+  the probe fits' iteration counts and seconds)."""
   from icl_jax.probes import diagnostics, features
 
   labels, ids, sets = build(n, k, mode, seed, lm.tokenizer)
@@ -121,10 +157,17 @@ def mode_rows(lm, *, model, mode, n, k, layers, seed, batch_size, progress):
   if progress:
     # One compiled L-BFGS program per subset (5 folds + 1 all-rows fit,
     # every layer at once): no per-step progress to show.
-    print(f"[{mode}] fitting logistic probes: 2 subsets x 6 fits x "
-          f"{len(layers)} layers, max_iter 1000 (minutes on a CPU)",
-          flush=True)
-  curves = probe_curves(feats, labels)
+    print(f"[{mode}] fitting logistic probes ({scaling}): 2 subsets x 6 "
+          f"fits x {len(layers)} layers, max_iter {MAX_ITER}", flush=True)
+  iterations = {}
+  t0 = time.time()
+  curves = probe_curves(feats, labels, scaling, iterations)
+  if fit_stats is not None:
+    fit_stats.update(scaling=scaling, iterations=iterations,
+                     fit_s=round(time.time() - t0, 2),
+                     probe_fits=sum(v["fits"] for v in iterations.values()))
+  if progress:
+    print(f"[{mode}] probe fits: {fit_stats or iterations}", flush=True)
   return curve_rows(curves, labels, layers, change, spread, model=model,
                     mode=mode)
 
@@ -161,29 +204,34 @@ def summarize(rows, mode_list) -> dict:
 
 
 def run(lm, *, model, mode_list, n, k, layers, seed, out_dir, batch_size=16,
-        progress=True):
+        progress=True, probe_scaling_spec="by_mode"):
   """Runs the modes not in the results yet; writes summary and plot.
-  Returns (rows of `model`, summary)."""
+  `probe_scaling_spec`: one of PROBE_SCALINGS. Returns (rows of `model`,
+  summary)."""
   from icl_jax.analysis.probe_figures import trajectory_curves
   from icl_jax.analysis.results import RunDir
 
+  scalings = {m: probe_scaling(probe_scaling_spec, m) for m in mode_list}
   config = dict(model=model, modes=mode_list, n=n, k=k, layers=layers,
-                seed=seed)
+                seed=seed, probe_scaling=scalings)
   rd = RunDir(out_dir, EXPERIMENT, config, key_extra=("probe",), lm=lm)
   done_modes = {r["mode"] for r in rd.rows() if r["model"] == model}
-  timings = {}
+  timings, fits = {}, {}
   for mode in mode_list:
     if mode in done_modes:
       continue
     t0 = time.time()
+    fits[mode] = {}
     rd.append(mode_rows(lm, model=model, mode=mode, n=n, k=k, layers=layers,
-                        seed=seed, batch_size=batch_size, progress=progress))
+                        seed=seed, batch_size=batch_size, progress=progress,
+                        scaling=scalings[mode], fit_stats=fits[mode]))
     timings[mode] = time.time() - t0
   rows = [r for r in rd.rows() if r["model"] == model]
   summary = summarize(rows, mode_list)
   trajectory_curves(rows, rd.path / "trajectory.png", model, lm.n_layers,
                     POSITION, STUDY_COS_CHANGE)
-  rd.write_summary({"timings_s": timings, "results": summary})
+  rd.write_summary({"timings_s": timings, "probe_fits": fits,
+                    "results": summary})
   return rows, summary
 
 

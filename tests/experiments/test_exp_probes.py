@@ -104,6 +104,14 @@ def test_trajectory_smoke(tiny_model_dir, tmp_path, run_script):
   s = json.loads((d / "summary.json").read_text())["results"]
   assert s["faithful"]["procedural/train_accuracy"]["crystallization"]["0.8"] == 0
   assert (d / "trajectory.png").stat().st_size > 1000
+  # --probe_scaling=by_mode (default): faithful as run (unscaled), aligned
+  # standardised; the L-BFGS iteration counts are recorded per subset.
+  fits = json.loads((d / "summary.json").read_text())["probe_fits"]
+  assert fits["faithful"]["scaling"] == "as_run"
+  assert fits["aligned"]["scaling"] == "standardized"
+  for f in fits.values():
+    assert f["probe_fits"] == 2 * 6 * 2
+    assert 1 <= f["iterations"]["all"]["max"] <= 1000
 
 
 def test_task_decodability_smoke(tiny_model_dir, tmp_path, run_script):

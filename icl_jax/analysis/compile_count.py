@@ -1,0 +1,124 @@
+"""Counts JAX compilations (and their seconds) with `jax.monitoring`.
+
+JAX reports every compilation as duration events named
+``/jax/core/compile/<stage>`` (``jaxpr_trace_duration``,
+``jaxpr_to_mlir_module_duration``, ``backend_compile_duration``). One
+process-wide listener (listeners cannot be removed) forwards them to the
+active :class:`CompileCounter` objects. ``count`` = XLA backend compiles
+(one per compiled program; a persistent-cache hit skips the backend compile
+and is not counted); ``seconds`` = all compile stages together.
+
+  counter = CompileCounter().start()
+  ...                       # jitted work
+  counter.count, counter.seconds, counter.seconds_by_kind()
+
+Run any script under a counter (the report suite does this): the count is
+printed as the last line of its output and, with ``--record=FILE``, written
+as JSON::
+
+  python -m icl_jax.analysis.compile_count --record=c.json -- \
+      experiments/trajectory.py --model=... # or: -- -m experiments.main ...
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import runpy
+import sys
+
+PREFIX = "/jax/core/compile/"
+BACKEND = PREFIX + "backend_compile_duration"
+_ACTIVE: list = []
+_REGISTERED = [False]
+
+
+def _listener(name, duration, **kwargs):
+  del kwargs
+  if name.startswith(PREFIX):
+    for counter in _ACTIVE:
+      counter.events.append((name, float(duration)))
+
+
+class CompileCounter:
+  """Compile events seen between `start` and `stop` (or `clear`)."""
+
+  def __init__(self):
+    self.events: list[tuple[str, float]] = []
+
+  def start(self) -> "CompileCounter":
+    if not _REGISTERED[0]:
+      import jax.monitoring
+
+      jax.monitoring.register_event_duration_secs_listener(_listener)
+      _REGISTERED[0] = True
+    if self not in _ACTIVE:
+      _ACTIVE.append(self)
+    return self
+
+  def stop(self) -> "CompileCounter":
+    if self in _ACTIVE:
+      _ACTIVE.remove(self)
+    return self
+
+  def clear(self) -> None:
+    self.events.clear()
+
+  @property
+  def count(self) -> int:
+    """XLA backend compilations (compiled programs)."""
+    return sum(1 for name, _ in self.events if name == BACKEND)
+
+  @property
+  def seconds(self) -> float:
+    """Seconds in every compile stage (trace, lowering, backend)."""
+    return sum(d for _, d in self.events)
+
+  def seconds_by_kind(self) -> dict[str, float]:
+    """{stage name (last path part): seconds}."""
+    out: dict[str, float] = {}
+    for name, d in self.events:
+      kind = name.rsplit("/", 1)[-1]
+      out[kind] = out.get(kind, 0.0) + d
+    return out
+
+  def record(self) -> dict:
+    return {"compiles": self.count, "compile_s": round(self.seconds, 3),
+            "compile_s_by_kind": {k: round(v, 3) for k, v in
+                                  self.seconds_by_kind().items()}}
+
+
+def _report(counter: CompileCounter, path: str | None) -> None:
+  rec = counter.record()
+  print(f"[compile_count] {rec['compiles']} XLA compiles, "
+        f"{rec['compile_s']:.1f} s compiling", flush=True)
+  if path:
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(rec, f)
+
+
+def main(argv: list[str]) -> None:
+  """``[--record=FILE] -- SCRIPT.py args...`` or ``... -- -m MODULE args``."""
+  record = None
+  while argv and argv[0] != "--":
+    arg = argv.pop(0)
+    if arg.startswith("--record="):
+      record = arg.split("=", 1)[1]
+    else:
+      raise SystemExit(f"compile_count: unknown argument {arg!r}")
+  if not argv or len(argv) < 2:
+    raise SystemExit("usage: python -m icl_jax.analysis.compile_count "
+                     "[--record=FILE] -- SCRIPT.py|-m MODULE [args...]")
+  argv.pop(0)
+  counter = CompileCounter().start()
+  atexit.register(_report, counter, record)
+  if argv[0] == "-m":
+    sys.argv = [argv[1], *argv[2:]]
+    runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+  else:
+    sys.argv = list(argv)
+    runpy.run_path(argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

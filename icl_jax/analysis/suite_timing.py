@@ -1,0 +1,201 @@
+"""The report suite's cost model, ETA lines and timing table (stdlib only).
+
+`scripts/report_suite.sh` declares, per step, its work as estimated counts
+of generations (patched + clean), forward passes (source / feature captures)
+and probe fits, from the step's sizes (a cost model: the scripts do not
+report their counts). A step's predicted time is
+
+    overhead + generations / gen_rate + forwards / fwd_rate + fits * fit_s
+
+with priors below until steps of this run have finished; then the overhead
+becomes the model-load prior plus the finished steps' mean compile seconds
+(measured by icl_jax.analysis.compile_count), and one factor (measured /
+predicted work seconds, over finished steps with >= 30 s of predicted work)
+rescales the work part. Files under OUT:
+
+  suite_plan.jsonl   one line per step of this invocation (name, counts)
+  suite_steps.jsonl  one line per finished step (counts, wall_s, rc,
+                     compiles); a resumed suite appends; the table uses each
+                     step's latest line
+  suite.json         the table: per step counts, wall_s, generations_per_s,
+                     compiles, compile_s; totals
+
+CLI (used by the suite; `python -m icl_jax.analysis.suite_timing CMD ...`):
+  plan OUT NAME GENS FWDS FITS    add a step to the plan
+  eta OUT NAME                    print the step's progress/ETA line
+  record OUT NAME WALL_S RC [COMPILE_JSON]
+  table OUT SIZES MODEL           write suite.json, print the table
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+# Priors (gemma3-270m, 2-core CPU): the engine's sweep rate ~40 gen/s
+# unloaded (benchmarks/results/sweep.json), halved for the experiments'
+# smaller batches; a batched forward ~20 prompts/s; an unscaled exp7
+# L-BFGS fit of one layer runs 1000 iterations (~1 s per fit per layer);
+# ~30 s per step of model load + compiles, of which ~15 s load.
+PRIOR = {"gen_rate": 20.0, "fwd_rate": 20.0, "fit_s": 1.0, "overhead_s": 30.0,
+         "load_s": 15.0}
+MIN_WORK_S = 30.0  # steps with less predicted work do not calibrate rates
+
+
+def _lines(path: Path) -> list[dict]:
+  if not path.exists():
+    return []
+  return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def _append(path: Path, row: dict) -> None:
+  with path.open("a", encoding="utf-8") as f:
+    f.write(json.dumps(row) + "\n")
+
+
+def work_s(counts: dict) -> float:
+  """Predicted work seconds (priors) of a step with these counts."""
+  return (counts.get("generations", 0) / PRIOR["gen_rate"]
+          + counts.get("forwards", 0) / PRIOR["fwd_rate"]
+          + counts.get("probe_fits", 0) * PRIOR["fit_s"])
+
+
+def predicted_s(counts: dict, factor: float = 1.0,
+                overhead: float = PRIOR["overhead_s"]) -> float:
+  """Predicted wall seconds of a step with these counts."""
+  return overhead + factor * work_s(counts)
+
+
+def overhead_s(steps: list[dict]) -> float:
+  """Per-step overhead: load prior + mean measured compile seconds."""
+  comp = [s["compile_s"] for s in steps if "compile_s" in s
+          and s.get("rc") == 0]
+  return PRIOR["load_s"] + sum(comp) / len(comp) if comp else \
+      PRIOR["overhead_s"]
+
+
+def calibration(steps: list[dict]) -> float:
+  """Measured / predicted work seconds over the finished steps with enough
+  predicted work (1.0 without any)."""
+  ok = [s for s in steps if s.get("rc") == 0 and work_s(s) >= MIN_WORK_S]
+  pred = sum(work_s(s) for s in ok)
+  meas = sum(max(0.0, s["wall_s"] - PRIOR["load_s"] - s.get("compile_s", 0))
+             for s in ok)
+  return meas / pred if pred > 0 and meas > 0 else 1.0
+
+
+def plan(out: Path, name: str, gens: int, fwds: int, fits: int) -> None:
+  _append(out / "suite_plan.jsonl", {"name": name, "generations": gens,
+                                     "forwards": fwds, "probe_fits": fits})
+
+
+def _latest(rows: list[dict]) -> dict:
+  out = {}
+  for r in rows:
+    out[r["name"]] = r
+  return out
+
+
+def eta_line(out: Path, name: str) -> str:
+  """'[i/n] name: work; ETA this step ...; ETA suite ...'."""
+  plan_rows = _latest(_lines(out / "suite_plan.jsonl"))
+  started = float((out / ".suite_start").read_text()) if (
+      out / ".suite_start").exists() else None
+  steps = [s for s in _lines(out / "suite_steps.jsonl")
+           if started is None or s.get("finished", 0) >= started]
+  factor, over = calibration(steps), overhead_s(steps)
+  names = list(plan_rows)
+  i = names.index(name) if name in names else -1
+  counts = plan_rows.get(name, {})
+  this = predicted_s(counts, factor, over)
+  rest = sum(predicted_s(plan_rows[n], factor, over) for n in names[i:])
+  return (f"[{i + 1}/{len(names)}] {name}: {counts.get('generations', 0)} "
+          f"gens, {counts.get('forwards', 0)} fwd, "
+          f"{counts.get('probe_fits', 0)} fits (estimated); ETA step "
+          f"{_hms(this)}, suite {_hms(rest)} (overhead {over:.0f} s/step, "
+          f"work x{factor:.2f} of the priors)")
+
+
+def _hms(s: float) -> str:
+  s = int(round(s))
+  return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else \
+      f"{s // 60}m{s % 60:02d}s"
+
+
+def record(out: Path, name: str, wall_s: float, rc: int,
+           compile_json: str | None = None) -> str:
+  """Appends a finished step; returns its 'done' line."""
+  import time
+
+  counts = _latest(_lines(out / "suite_plan.jsonl")).get(name, {})
+  row = {"name": name, **{k: counts.get(k, 0) for k in
+                          ("generations", "forwards", "probe_fits")},
+         "wall_s": round(wall_s, 1), "rc": rc, "finished": time.time()}
+  if compile_json and Path(compile_json).exists():
+    row.update(json.loads(Path(compile_json).read_text()))
+  pred = predicted_s(counts)
+  _append(out / "suite_steps.jsonl", row)
+  rate = (f", {row['generations'] / wall_s:.1f} gen/s"
+          if row["generations"] and wall_s > 0 else "")
+  comp = f", {row['compiles']} compiles" if "compiles" in row else ""
+  status = "ok" if rc == 0 else f"FAILED rc={rc}"
+  return (f"{name} {status} {wall_s:.0f}s (prior estimate "
+          f"{pred:.0f}s{rate}{comp})")
+
+
+def table(out: Path, sizes: str, model: str) -> dict:
+  """Writes OUT/suite.json from the latest record of every planned step."""
+  plan_rows = _latest(_lines(out / "suite_plan.jsonl"))
+  done = _latest(_lines(out / "suite_steps.jsonl"))
+  rows = []
+  for name in plan_rows:
+    if name not in done:
+      continue
+    r = dict(done[name])
+    r.pop("finished", None)
+    r["generations_per_s"] = (round(r["generations"] / r["wall_s"], 2)
+                              if r["generations"] and r["wall_s"] else None)
+    rows.append(r)
+  total = {k: sum(r.get(k, 0) or 0 for r in rows) for k in
+           ("generations", "forwards", "probe_fits", "wall_s", "compiles")}
+  doc = {"model": model, "sizes": sizes, "counts": "cost-model estimates "
+         "(scripts/report_suite.sh); wall_s measured", "load_avg":
+         list(os.getloadavg()), "cpus": os.cpu_count(), "steps": rows,
+         "total": total}
+  (out / "suite.json").write_text(json.dumps(doc, indent=1))
+  return doc
+
+
+def format_table(doc: dict) -> str:
+  head = (f"{'step':22s} {'gens':>7s} {'fwd':>6s} {'fits':>5s} "
+          f"{'wall_s':>8s} {'gen/s':>6s} {'compiles':>8s}")
+  lines = [head]
+  for r in doc["steps"] + [dict(doc["total"], name="TOTAL")]:
+    gps = r.get("generations_per_s")
+    lines.append(
+        f"{r['name']:22s} {r.get('generations', 0):7d} "
+        f"{r.get('forwards', 0):6d} {r.get('probe_fits', 0):5d} "
+        f"{r.get('wall_s', 0):8.0f} {gps if gps is not None else '-':>6} "
+        f"{r.get('compiles', '-'):>8}")
+  return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+  cmd, out = argv[0], Path(argv[1])
+  if cmd == "plan":
+    plan(out, argv[2], *(int(a) for a in argv[3:6]))
+  elif cmd == "eta":
+    print(eta_line(out, argv[2]), flush=True)
+  elif cmd == "record":
+    print(record(out, argv[2], float(argv[3]), int(argv[4]),
+                 argv[5] if len(argv) > 5 else None), flush=True)
+  elif cmd == "table":
+    print(format_table(table(out, argv[2], argv[3])), flush=True)
+  else:
+    raise SystemExit(f"unknown command {cmd!r}")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

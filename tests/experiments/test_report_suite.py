@@ -1,0 +1,138 @@
+"""scripts/report_suite.sh: size sets (DRY_RUN), a quick run, suite.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from icl_jax.analysis import suite_timing
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = ROOT / "scripts" / "report_suite.sh"
+
+
+def dry_run(sizes, model="gemma3-270m", only=None):
+  """{step: [script args]} the suite would run."""
+  env = dict(os.environ, DRY_RUN="1", PY=sys.executable)
+  if only:
+    env["ONLY"] = only
+  p = subprocess.run(["bash", str(SUITE), model, "/nonexistent/out",
+                      f"--sizes={sizes}"], capture_output=True, text=True,
+                     cwd=ROOT, env=env, timeout=120)
+  assert p.returncode == 0, p.stderr
+  steps = {}
+  for line in p.stdout.splitlines():
+    if line.startswith("=== "):
+      name, cmd = line[4:].split(": ", 1)
+      steps[name.split(" [")[0]] = shlex.split(cmd)
+  return steps
+
+
+def flag(args, name):
+  vals = [a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")]
+  return vals[-1] if vals else None
+
+
+def test_study_sizes_match_the_protocol():
+  steps = dry_run("study")
+  # Protocol 8.8 (exp8): N=10, the 6 pairs, 4 conditions, the 4-layer
+  # layer_at_fraction grid (= --layers=study); pairs are the script default.
+  main = steps["main"]
+  assert flag(main, "n") == "10" and flag(main, "layers") == "study"
+  assert flag(main, "pairs") is None
+  from experiments.common import EXP8_PAIRS
+  assert len(EXP8_PAIRS) == 6
+  # Protocol 8.3 (exp3): N=10, all 64 ordered pairs (the transplant default)
+  # at layer 14 of 28 (= --layers=study).
+  sp = steps["single_position"]
+  assert flag(sp, "n") == "10" and flag(sp, "layers") == "study"
+  assert flag(sp, "pairs") is None and flag(sp, "experiment") is None
+  # Protocol 8.5 (exp5): every layer; 8.18 (exp23): N=50, 6 pairs; 8.11
+  # (exp11, Llama-3B run): N=15, scales 0.5/1/2/5; 8.12 (exp12): N=15,
+  # every second layer; 8.21 (exp29): N=10, 56 pairs; 8.7 (exp7): N=20.
+  assert flag(steps["layer_sweep"], "layers") == "all"
+  assert flag(steps["proper_stats"], "n") == "50"
+  assert flag(steps["proper_stats"], "pairs") is None
+  nt = steps["noise_tracing"]
+  assert flag(nt, "n") == "15" and flag(nt, "faithful_scales") == "0.5,1,2,5"
+  assert flag(steps["layer_skip"], "n") == "15"
+  assert flag(steps["layer_skip"], "layers") == "study"
+  assert flag(steps["pair_matrix"], "n") == "10"
+  assert flag(steps["pair_matrix"], "pairs") is None
+  assert flag(steps["trajectory"], "n") == "20"
+  assert flag(steps["output_positions"], "subsets") is None  # default 10
+
+
+def test_report_sizes_are_the_default_and_unchanged():
+  report = dry_run("report")
+  env = dict(os.environ, DRY_RUN="1", PY=sys.executable, ONLY="main")
+  p = subprocess.run(["bash", str(SUITE), "gemma3-270m", "/nonexistent/out"],
+                     capture_output=True, text=True, cwd=ROOT, env=env,
+                     timeout=120)
+  default = p.stdout.split(": ", 1)[1].split()
+  assert default == report["main"]
+  assert flag(report["main"], "n") == "20" and not flag(report["main"],
+                                                         "layers")
+  assert flag(report["single_position"], "layers") == "all"
+  assert len(report) == 27
+
+
+@pytest.mark.parametrize("bad", ["--sizes=huge", "--oops"])
+def test_bad_arguments_are_refused(bad):
+  p = subprocess.run(["bash", str(SUITE), "m", "/nonexistent", bad],
+                     capture_output=True, text=True, cwd=ROOT, timeout=60,
+                     env=dict(os.environ, DRY_RUN="1", PY=sys.executable))
+  assert p.returncode == 2 and "usage" in p.stderr
+
+
+def test_eta_and_table(tmp_path):
+  """The cost model: plan -> ETA lines; records -> suite.json."""
+  suite_timing.plan(tmp_path, "a", 2000, 0, 0)
+  suite_timing.plan(tmp_path, "b", 0, 100, 10)
+  line = suite_timing.eta_line(tmp_path, "a")
+  assert line.startswith("[1/2] a: 2000 gens") and "ETA step 2m10s" in line
+  comp = tmp_path / "c.json"
+  comp.write_text(json.dumps({"compiles": 4, "compile_s": 25.0}))
+  suite_timing.record(tmp_path, "a", 240.0, 0, str(comp))
+  steps = [json.loads((tmp_path / "suite_steps.jsonl").read_text())]
+  # a: 2000 gens predicted at 100 s of work; measured 240 - 15 load - 25
+  # compile = 200 s: the work rate is rescaled by 2, overhead = 15 + 25.
+  assert suite_timing.calibration(steps) == 2.0
+  assert suite_timing.overhead_s(steps) == 40.0
+  # b: 40 s overhead + 2 x (100 fwd / 20 + 10 fits x 1 s) = 70 s.
+  assert "ETA step 1m10s" in suite_timing.eta_line(tmp_path, "b")
+  doc = suite_timing.table(tmp_path, "quick", "m")
+  assert [r["name"] for r in doc["steps"]] == ["a"]
+  assert doc["steps"][0]["generations_per_s"] == pytest.approx(8.33, 0.01)
+  assert doc["steps"][0]["compiles"] == 4
+
+
+def test_quick_suite_on_tiny_model(tiny_model_dir, tmp_path):
+  out = tmp_path / "out"
+  env = dict(os.environ, PY=sys.executable, ONLY="tokenization,baseline",
+             ICL_JAX_CACHE=str(tmp_path / "cache"))
+  p = subprocess.run(["bash", str(SUITE), str(tiny_model_dir), str(out),
+                      "--sizes=quick"], capture_output=True, text=True,
+                     cwd=ROOT, env=env, timeout=900)
+  assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+  assert "[1/2] baseline" in p.stdout and "ETA step" in p.stdout
+  doc = json.loads((out / "suite.json").read_text())
+  assert doc["sizes"] == "quick"
+  steps = {r["name"]: r for r in doc["steps"]}
+  assert set(steps) == {"baseline", "tokenization"}
+  for r in steps.values():
+    assert r["rc"] == 0 and r["wall_s"] >= 0
+    for k in ("generations", "forwards", "probe_fits", "generations_per_s",
+              "compiles", "compile_s"):
+      assert k in r, k
+  assert steps["baseline"]["generations"] == 20  # 10 tasks x N=2
+  assert steps["baseline"]["compiles"] > 0
+  rows = (out / "baseline" / "results.jsonl").read_text().splitlines()
+  assert len(rows) == 10
+  assert "TOTAL" in p.stdout
