@@ -9,7 +9,7 @@ and writes one markdown report: the three questions answered from the data,
 a section per experiment with our numbers (both modes, each model) beside
 the original's reference numbers, plots, and where the original's artifacts
 explain a difference. Experiments that were not run are listed as such.
-See `icl_jax/analysis/report.py`.
+See the package `icl_jax/analysis/report/` (one module per section family).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from icl_jax.analysis import report as REP
+from icl_jax.analysis.report import accuracy, generic, headlines, markdown
+from icl_jax.analysis.report import names, similarity
 from icl_jax.analysis import reference as R
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,12 +89,14 @@ def synthetic(tmp_path):
     if r["mode"] == "faithful" and r["transfer"] == 1.0:
       r["strict_scorer"]["transfer"] = 0.0
   write(d, "pair_matrix", pm)
-  # experiments by others, without specific renderers
-  write(d, "knockout_demo", [
-      row("knockout_demo", "faithful", None, "uppercase", l, "demo_zero",
+  # experiments by others, without specific renderers (named as their
+  # scripts name them: experiments/demo_zeroing.py, studies/task_decodability)
+  write(d, "demo_zeroing", [
+      row("demo_zeroing", "faithful", None, "uppercase", l, "demo_zero",
           0.0, preserve=1.0 - l / 10) for l in range(4)])
-  write(d, "td_scores", [
-      {"experiment": "td_scores", "model": "model-a", "mode": "aligned",
+  write(d, "task_decodability", [
+      {"experiment": "task_decodability", "model": "model-a",
+       "mode": "aligned",
        "source_task": "all", "target_task": "all", "layer": None,
        "condition": "td", "n": 40, "td": 0.73, "examples": []}])
   return tmp_path / "runs"
@@ -126,10 +130,10 @@ def test_report_answers_computed_from_rows(synthetic, tmp_path):
     assert f"### {sid}:" in text
   assert "Not run (no results found):" in text and "exp11 (noise)" in text
   # generic sections for other engineers' experiments
-  assert "### exp10: 'Attention knockout' (demo zeroing) (`knockout_demo`)" \
+  assert "### exp10: 'Attention knockout' (demo zeroing) (`demo_zeroing`)" \
       in text
   assert "Original accuracy after zeroing the demo residual" in text
-  assert "### td: Task decodability (Han et al.) (`td_scores`)" in text
+  assert "### td: Task decodability (Han et al.) (`task_decodability`)" in text
   assert "0.730" in text
   assert "## The original's artifacts (protocol section 11)" in text
   assert "renderer failed" not in text
@@ -222,15 +226,15 @@ def test_single_task_ablations_show_disruption_not_transfer(tmp_path):
                  "disruption": 0.25 + 0.1 * layer * (scale == 5.0),
                  "noise": "unit", "scale": scale, "primary": scale == 5.0})
   write(d, "noise_tracing", rows)
-  text = REP.render_generic(REP.Data([d], tmp_path), "noise_tracing",
-                            REP.Data([d], tmp_path).get("noise_tracing"))
+  text = generic.render_generic(REP.Data([d], tmp_path), "noise_tracing",
+                                REP.Data([d], tmp_path).get("noise_tracing"))
   assert "Mean transfer" not in text and "Mean preserve" not in text
   assert "Mean disruption by layer" in text and "faithful: unit x5.0" in text
   line = [l for l in text.splitlines() if l.startswith("| m | faithful")][0]
   assert "0.25" in line and "0.65" in line  # primary scale only
   # Transfer experiments keep transfer and preserve first.
-  assert REP.generic_metrics([dict(rows[0], target_task="sentiment"),
-                              rows[1]])[:2] == ["transfer", "preserve"]
+  assert generic.generic_metrics([dict(rows[0], target_task="sentiment"),
+                                  rows[1]])[:2] == ["transfer", "preserve"]
 
 
 def test_pair_matrix_means_leave_out_the_diagonal(tmp_path):
@@ -253,7 +257,7 @@ def test_pair_matrix_means_leave_out_the_diagonal(tmp_path):
                     layer, "control_zero", 0.0, preserve=0.9))
   write(d, "transplant", rows)
   data = REP.Data([d], tmp_path)
-  text = REP.render_generic(data, "transplant", data.get("transplant"))
+  text = generic.render_generic(data, "transplant", data.get("transplant"))
   assert "Off-diagonal pairs only: 2 rows" in text
   tr = [l for l in text.split("Mean preserve")[0].splitlines()
         if l.startswith("| model-a | faithful | last_demo_token")][0]
@@ -264,7 +268,7 @@ def test_pair_matrix_means_leave_out_the_diagonal(tmp_path):
   # The faithful cell the strict scorer rejects is named.
   assert "uppercase->sentiment L0 last_demo_token: faithful transfer " \
       "0.30, strict 0.00" in text
-  kept, dropped = REP._drop_matrix_diagonal(rows)
+  kept, dropped = generic.drop_matrix_diagonal(rows)
   assert dropped == 2 and all(
       r["source_task"] != r["target_task"] or r["condition"] ==
       "control_zero" for r in kept)
@@ -300,7 +304,7 @@ def test_baseline_table_keeps_modes_apart(tmp_path):
       dict(base, mode="faithful", demo_mode="fixed", accuracy_faithful=0.26,
            accuracy_strict=0.24)])
   data = REP.Data([d, d / "f"], tmp_path)
-  text = REP.render_baseline(data, data.get("baseline"))
+  text = accuracy.render_baseline(data, data.get("baseline"))
   head, _, line = text.splitlines()[:3]
   cols = [c.strip() for c in head.strip("|").split("|")]
   vals = [c.strip() for c in line.strip("|").split("|")]
@@ -316,8 +320,8 @@ def test_layer_grid_keeps_rows_whose_layers_fall_between_columns():
            "transfer": 0.1 * l} for l in range(30)]
   rows.append({"model": "m", "mode": "faithful", "condition": "group",
                "layer": 5, "transfer": 0.5})
-  text = REP._transfer_grid(rows, ["m"], ["skip", "group"], None,
-                            max_layers=10)
+  text = markdown.transfer_grid(rows, ["m"], ["skip", "group"], None,
+                                max_layers=10)
   head = text.splitlines()[0]
   assert "L5 " in head + " " and "L0 " in head and "L3 " in head
   assert "L1 " not in head  # subsampled every 3rd layer otherwise
@@ -384,7 +388,7 @@ def test_output_token_correlation_keeps_each_modes_value(tmp_path):
       dict(base, mode="aligned", rates="our main_prefill (best layer)",
            r=-0.47, layer=1)])
   data = REP.Data([d], tmp_path)
-  (claim,) = [r for r in REP.headline_rows(data)
+  (claim,) = [r for r in headlines.headline_rows(data)
               if r[1].startswith("r(|output-token diff|")]
   faithful, aligned = claim[2], claim[3]
   assert "-0.84" in faithful and "-0.35" in faithful
@@ -404,7 +408,8 @@ def test_probe_tables_never_average_two_probes(tmp_path):
           for probe, acc in (("centroid", 1.0), ("logistic", 0.0))]
   write(d, "localization", rows)
   data = REP.Data([d], tmp_path)
-  text = REP.render_generic(data, "localization", data.get("localization"))
+  text = generic.render_generic(data, "localization",
+                                data.get("localization"))
   lines = [l for l in text.splitlines() if "first_query_token" in l]
   assert any("[centroid]" in l for l in lines)
   assert any("[logistic]" in l for l in lines)
@@ -426,7 +431,7 @@ def test_disruption_table_states_its_definition_per_mode(tmp_path):
                                   ("aligned", "relative", 0.375))]
   write(d, "knockout", rows)
   data = REP.Data([d], tmp_path)
-  text = REP.render_generic(data, "knockout", data.get("knockout"))
+  text = generic.render_generic(data, "knockout", data.get("knockout"))
   (header,) = [l for l in text.splitlines()
                if l.startswith("Mean disruption by layer")]
   assert "faithful: absolute" in header and "aligned: relative" in header
@@ -444,7 +449,7 @@ def test_double_newline_fact_is_not_claimed_for_prompts(tmp_path):
                                                   "one_token": 0}}}))
   data = REP.Data([d], tmp_path)
   data.models = lambda names=None: ["model-a"]
-  text = REP.render_exp28(data, [])
+  text = similarity.render_exp28(data, [])
   assert "one token True" not in text
   assert "alone is one token" in text
   assert "0/40 demo separators are one token" in text
@@ -466,10 +471,10 @@ def test_separators_counted_in_context():
 
 def test_exp14_part_c_is_not_headed_exp2():
   """exp14's part C writes its rows as 'demo_ablation_probe', which the
-  name guess took for exp2 (probing)."""
-  sid, title = REP.guess_study_id("demo_ablation_probe")
+  old name guess (a regex on the name) took for exp2 (probing)."""
+  sid, title = REP.study_id("demo_ablation_probe")
   assert sid == "exp14" and "part C" in title
-  assert REP.guess_study_id("localization")[0] == "exp2"
+  assert REP.study_id("localization")[0] == "exp2"
 
 
 def test_thinned_layer_grid_keeps_study_and_best_layers(tmp_path):
@@ -489,9 +494,89 @@ def test_thinned_layer_grid_keeps_study_and_best_layers(tmp_path):
               "examples": []} for l in range(nl)]
   write(d, "layer_sweep", rows)
   data = REP.Data([d], tmp_path)
-  text = REP.render_generic(data, "layer_sweep", data.get("layer_sweep"))
+  text = generic.render_generic(data, "layer_sweep", data.get("layer_sweep"))
   header = next(l for l in text.splitlines() if l.startswith("| model"))
   cols = {c.strip() for c in header.split("|")}
   assert study_fraction_layer(18) == [5]
   for layer in (5, study_fraction_layer(30)[0], 7, 11):
     assert f"L{layer}" in cols, (layer, header)
+
+
+def _experiment_names_written_by_scripts() -> set[str]:
+  """Every `experiment` value a script writes: EXPERIMENT = "..." and
+  experiment="..." constants in experiments/ and icl_jax/studies/, the
+  enum values of experiments/single_position.py's --experiment, and the
+  `EXPERIMENT + "_probe"` of demo_ablation."""
+  import ast
+
+  names = set()
+  sources = [*(ROOT / "experiments").glob("*.py"),
+             *(ROOT / "icl_jax" / "studies").glob("*.py")]
+  for f in sources:
+    for node in ast.walk(ast.parse(f.read_text())):
+      if isinstance(node, ast.Assign) and any(
+          isinstance(t, ast.Name) and t.id == "EXPERIMENT"
+          for t in node.targets) and isinstance(node.value, ast.Constant):
+        names.add(node.value.value)
+      if isinstance(node, ast.keyword) and node.arg == "experiment" and \
+          isinstance(node.value, ast.Constant):
+        names.add(node.value.value)
+      if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == \
+          "DEFINE_enum" and isinstance(node.args[0], ast.Constant) and \
+          node.args[0].value == "experiment":
+        names |= {e.value for e in node.args[2].elts}
+      if isinstance(node, ast.BinOp) and isinstance(node.left, ast.Name) \
+          and node.left.id == "EXPERIMENT" and \
+          isinstance(node.right, ast.Constant):
+        names.add("demo_ablation" + node.right.value)
+  return names
+
+
+def test_every_scripts_experiment_name_is_in_the_table():
+  """The report names experiments from the rows' `experiment` field through
+  explicit tables: every value a script writes has its entry (KNOWN, the
+  main job's two parts, or STUDY_IDS)."""
+  written = _experiment_names_written_by_scripts()
+  assert {"main_prefill", "demo_ablation_probe", "transplant",
+          "layer_sweep", "task_decodability", "noise_tracing"} <= written
+  tabled = ({k for k, *_ in names.KNOWN} | set(names.MAIN_PARTS) |
+            {k for k, *_ in names.STUDY_IDS})
+  assert written <= tabled, written - tabled
+  assert len({k for k, *_ in names.STUDY_IDS}) == len(names.STUDY_IDS)
+
+
+def test_unknown_experiment_names_are_not_guessed(synthetic, tmp_path):
+  """A name outside the tables is rendered generically under its own name,
+  even when it looks like a study experiment's name."""
+  for name in ("knockout_demo", "td_scores", "my_probe_sweep"):
+    assert REP.study_id(name) == (None, None)
+  write(synthetic / "model-a", "knockout_demo", [
+      row("knockout_demo", "faithful", None, "uppercase", l, "demo_zero",
+          0.0, preserve=1.0 - l / 10) for l in range(4)])
+  text = REP.build_report([synthetic], tmp_path / "R.md")
+  assert "### knockout_demo (`knockout_demo`)\n" in text
+  assert "(`knockout_demo`)" not in text.split("### exp10")[1].split("\n")[0]
+  # sections of unknown names come after every study experiment's
+  assert text.index("(`knockout_demo`)") > text.index("(`task_decodability`)")
+
+
+def test_reference_numbers_are_one_data_table():
+  """The original's numbers live in report/reference_numbers.json; the
+  loader gives them back with their types (tuples, pair and layer keys)."""
+  import ast
+
+  code = (ROOT / "icl_jax" / "analysis" / "reference.py").read_text()
+  floats = [n.value for n in ast.walk(ast.parse(code))
+            if isinstance(n, ast.Constant) and isinstance(n.value, float)]
+  assert not floats, floats
+  assert R.TABLE.name == "reference_numbers.json" and R.TABLE.exists()
+  assert R.EXP8_PAIRS[1] == ("uppercase", "repeat_word")
+  # protocol 9.7 matrix row "uppercase - 0 0.9 0.8 1 0 0 0"
+  assert R.EXP29["transfer"][("uppercase", "repeat_word")] == 0.9
+  assert R.EXP29["transfer"][("uppercase", "first_letter")] == 0.0
+  assert list(R.EXP14)[:1] == [1] and R.EXP30_MEAN[5] == 0.933
+  assert R.EXP19["ci"] == (-0.2635, 0.1537)
+  assert R.EXP8["llama-3.2-3b"][("uppercase", "repeat_word", 8,
+                                 "all_demo")][0] == 0.9
+  assert round(R.exp8_mean_transfer("llama-3.2-3b", 8, "all_demo"), 3) == \
+      0.167

@@ -1,0 +1,41 @@
+"""REPORT.md from result directories: our numbers beside the original's.
+
+`build_report(roots)` reads every `<root>/**/results.jsonl` (one results
+directory per experiment, DESIGN.md rows; any number of roots, e.g. one per
+model), groups rows by their `experiment` field and renders:
+
+  1. what was run (models, experiments, "not run" for the study's others);
+  2. the three questions, answered from the data (no hard-coded numbers):
+     does multi-position transfer exist in faithful mode, in aligned mode,
+     and at which depth fraction; is single-position transfer zero under a
+     like-for-like decoder; which headline numbers survive the corrections;
+  3. one section per experiment: our numbers (both modes, every model)
+     beside the original's (`reference.py`, loading
+     `report/reference_numbers.json`), plots, and where the original's
+     artifacts (protocol section 11) explain a difference -- computed where
+     the rows allow (scorer artifacts: faithful vs strict scorer on the same
+     outputs; position artifacts: faithful vs aligned, query overwrites from
+     the tokenization analysis; decoder: D2 vs prefill);
+  4. the list of the original's artifacts.
+
+Experiments are named from the rows' own `experiment` field (`names`);
+those without a specific renderer get a generic table (mean rates by
+mode/condition x layer, or the rows' numeric fields).
+
+Modules: `data` (loading rows), `verdicts` (the verdict rules), `names`
+(experiment names -> study ids), `markdown` (rendering helpers),
+`questions` and `headlines` (questions 1-3), `transfer`, `accuracy`,
+`similarity`, `generic` and `snippets` (the per-experiment sections),
+`artifacts`, `inventory`, `build` (`build_report`).
+
+Thresholds used in verdicts (stated in the report): an effect "exists" when
+the Wilson 95% lower bound of the best cell is >= 0.20 ("weak" when >= 0.05);
+a rate "is zero" when no prompt transferred, "near zero" when the pooled rate
+is < 0.02 and no cell exceeds 0.20; a depth claim holds within +-0.10.
+"""
+
+from icl_jax.analysis.report.build import build_report
+from icl_jax.analysis.report.data import EXTRA_KEYS, Data
+from icl_jax.analysis.report.names import KNOWN, study_id
+
+__all__ = ["build_report", "Data", "EXTRA_KEYS", "KNOWN", "study_id"]
