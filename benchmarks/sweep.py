@@ -313,16 +313,13 @@ def run_engine():
   """Full sweep with the engine; also writes the cells for the others."""
   import numpy as np
   import jax
-  import jax.monitoring
 
   import icl_jax
-  from icl_jax.studies import transfer, setups
+  from icl_jax.analysis.compile_count import CompileCounter
+  from icl_jax.studies import plans, setups
   from icl_jax.interventions.engine import Engine
 
-  compile_events = []
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda name, dur, **kw: compile_events.append((name, dur))
-      if name.startswith("/jax/core/compile/") else None)
+  compiles = CompileCounter().start()
 
   src, tgt = F.pair.split(":")
   t = time.perf_counter()
@@ -341,8 +338,14 @@ def run_engine():
     targets = engine.prepare(prompts=prompts)
     jax.block_until_ready(targets.clean)
     t1 = time.perf_counter()
-    cells, meta = transfer.build_cells(engine, setup, targets, layers,
-                                       list(CONDITIONS), "faithful")
+    job = plans.transfer_job("faithful", setup, layers, list(CONDITIONS),
+                             style="transfer", own_index=True)
+    ps = job.build(engine, targets, job.cells)
+    cells = plans.plans_to_cells(ps, targets.slots, lm.config.d_model)
+    meta = [{"condition": x.condition, "layer": int(x.layer),
+             "n_positions": len(x.tgt_idx),
+             "positions": sorted(int(i) for i in x.tgt_idx), **x.meta}
+            for x in ps]
     t2 = time.perf_counter()
     res = engine.run(targets, cells)
     t3 = time.perf_counter()
@@ -352,16 +355,14 @@ def run_engine():
 
   # Cold pass: compiles clean_run, the source capture and sweep_layer.
   _reset_peak()
-  compile_events.clear()
+  compiles.clear()
   t = time.perf_counter()
   targets, cells, meta, res, parts = sweep()
   cold_s = time.perf_counter() - t
   cold_mem = _mem_mb()
-  compile_s = sum(d for _, d in compile_events)
-  compile_by_kind = {}
-  for name, d in compile_events:
-    k = name.rsplit("/", 1)[-1]
-    compile_by_kind[k] = compile_by_kind.get(k, 0.0) + d
+  compile_s = compiles.seconds
+  compile_by_kind = compiles.seconds_by_kind()
+  cold_compiles = compiles.count
 
   # Cells and tokenizer for the other methods.
   p = _paths()
@@ -379,7 +380,7 @@ def run_engine():
   lm.tokenizer.save_pretrained(str(p["tokenizer"]))
 
   # Warm passes (timed).
-  compile_events.clear()
+  compiles.clear()
   _reset_peak()
   start_mem = _mem_mb()
   runs = []
@@ -407,7 +408,8 @@ def run_engine():
       "end_to_end": _summary(runs, n_gen, "wall_s"),
       "passes": runs,
       "compile_s": compile_s, "compile_s_by_kind": compile_by_kind,
-      "compile_events_in_warm_passes": len(compile_events),
+      "compiles_cold_pass": cold_compiles,
+      "compile_events_in_warm_passes": len(compiles.events),
       "cold_pass_s": cold_s, "cold_pass_parts": parts,
       "model_load_s": load_s,
       "memory": {"after_load": load_peak, "rss_before_timed_mb":
@@ -435,7 +437,6 @@ def _positions(z, c, length):
 def run_engine_one_cell():
   """(a): the engine, one (cell, prompt) generation per call."""
   import numpy as np
-  import jax
 
   import icl_jax
   from icl_jax.interventions.engine import Engine
@@ -466,11 +467,9 @@ def run_engine_one_cell():
     return out
 
   # Warm-up: one generation per distinct prompt length (one compile each).
-  compile_events = []
-  import jax.monitoring
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda name, dur, **kw: compile_events.append(dur)
-      if name.startswith("/jax/core/compile/") else None)
+  from icl_jax.analysis.compile_count import CompileCounter
+
+  compiles = CompileCounter().start()
   t = time.perf_counter()
   seen = set()
   for s in ids:
@@ -478,8 +477,8 @@ def run_engine_one_cell():
       seen.add(len(s))
       engine.run(engine.prepare(token_ids=[s]), cell_for(subset[0], len(s)))
   warm_s = time.perf_counter() - t
-  compile_s = sum(compile_events)
-  compile_events.clear()
+  compile_s = compiles.seconds
+  compiles.clear()
   outs, passes, memory = _timed_passes(one_pass)
   return {
       "method": "engine_one_cell",
@@ -488,7 +487,7 @@ def run_engine_one_cell():
       "subset_cells": subset, **_summary(passes, len(outs)),
       "passes": passes, "compile_s": compile_s,
       "warmup_s": warm_s,
-      "compile_events_in_timed_passes": len(compile_events),
+      "compile_events_in_timed_passes": len(compiles.events),
       "memory": memory, "outputs": _outputs(outs),
   }
 

@@ -59,7 +59,7 @@ def main(argv):
   from icl_jax.studies import single_position as sp
   from icl_jax.studies.study import check_choices
   from icl_jax.analysis.heatmaps import heatmap, pair_label
-  from icl_jax.studies.transfer import SINGLE_POSITION
+  from icl_jax.studies.modes import SINGLE_POSITION
   from icl_jax.tasks import CORE_TASKS
 
   absl_logging.set_verbosity(absl_logging.WARNING)

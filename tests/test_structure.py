@@ -19,9 +19,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "icl_jax"
 SCRIPTS = ROOT / "experiments"
-# The report issue splits these two; they are exempt from the size rules.
-SIZE_EXEMPT = {PKG / "analysis" / "report.py", PKG / "analysis" / "reference.py"}
 MAX_FILE_LINES = 600
+# The report package: smaller files still (issue 20).
+REPORT_PKG = PKG / "analysis" / "report"
+MAX_REPORT_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
 
 
@@ -106,6 +107,9 @@ ONE_DEFINITION = {
     "mode specs": {"MODE_SPECS"},
     "mode parser": {"parse_modes"},
     "pair parser": {"parse_pairs"},
+    # "edit the targets at a position set and score the generations"
+    "cell builder": {"plans_to_cells", "build_cells"},
+    "row builder": {"cell_row", "evaluate_cells", "score_rows"},
 }
 
 
@@ -212,11 +216,11 @@ def _long_functions(path: Path, limit: int):
 def test_package_files_and_functions_are_small():
   bad = []
   for p in _modules(PKG):
-    if p in SIZE_EXEMPT:
-      continue
+    limit = (MAX_REPORT_FILE_LINES if REPORT_PKG in p.parents
+             else MAX_FILE_LINES)
     n = len(p.read_text().splitlines())
-    if n > MAX_FILE_LINES:
-      bad.append(f"{p.relative_to(ROOT)}: {n} lines")
+    if n > limit:
+      bad.append(f"{p.relative_to(ROOT)}: {n} lines (limit {limit})")
     bad.extend(_long_functions(p, MAX_FUNCTION_LINES))
   assert not bad, "\n".join(bad)
 

@@ -8,8 +8,11 @@ engine (`icl_jax.interventions`, which knows no task, mode or result file):
                      pairs, tasks), `modes.MODE_SPECS`, `layers`
   episode setups     `setups.setup_pairs`
   position maps      `positions` (faithful and aligned)
+  cells              `plans.Plan` -> `plans.plans_to_cells` (the one cell
+                     builder; `plans.transfer_job` for source activations)
   scoring and rows   `scoring` (task, prompt-file and mixed scorers),
-                     `plans.cell_row`, `accuracy.accuracy_rows` (and the
+                     `plans.cell_row` (the one transfer/preserve row
+                     builder), `accuracy.accuracy_rows` (and the
                      seed helpers)
   runs               `study.open_study` / `run.Study` (results dir, resume,
                      progress, summary), `plans.run_jobs`

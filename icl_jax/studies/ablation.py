@@ -186,7 +186,7 @@ def demo_region(tok, tp: TaskPrompts, mode: str):
 def single_position(tok, tp: TaskPrompts, condition: str, mode: str,
                     k: int = 5) -> int:
   """The target index of a single-position set (shared by the prompts)."""
-  from icl_jax.studies.transfer import shared_target_indices
+  from icl_jax.studies.positions import shared_target_indices
 
   return shared_target_indices(tok, tp.episodes, condition, mode, k)[-1]
 
@@ -198,7 +198,7 @@ def single_positions(tok, tp: TaskPrompts, condition: str, mode: str,
   of one task: e.g. faithful first_query_token of pattern_completion is 69
   for the query "Z Y Z Y Z" but 70 for "9 0 9 0 9" on Gemma's tokenizer
   (" Z" is one token, " 9" is a space token and a digit)."""
-  from icl_jax.studies.transfer import position_sets
+  from icl_jax.studies.positions import position_sets
 
   sets = position_sets(tok, tp.episodes, condition, mode, k)
   for e, s in zip(tp.episodes, sets):

@@ -1,9 +1,6 @@
-"""Generic intervention plans: any edit, any positions, any scoring.
-
-`transfer.run_pair` is one fixed recipe (replace source activations at named
-conditions). The experiment scripts and `experiments/sweep.py` need more
-(controls, random position subsets, fewer source demos, source-free edits,
-user prompt files), so they build the same engine cells from *plans*:
+"""Intervention plans: any edit, any positions, any scoring -- the one cell
+builder, row builder and run loop of "edit the targets at a position set and
+score their generations".
 
   Setup    a source/target pair of prompt lists (task episodes built with the
            study's RNG call order, or prompt-file prompts) plus its scoring;
@@ -13,35 +10,43 @@ user prompt files), so they build the same engine cells from *plans*:
            index; aligned: (demo, role, token index) matching, never into the
            query);
   Plan     one cell: layer, condition name, edit, target slots, values;
+           `plans_to_cells` turns plans into engine cells;
+  cell_row one DESIGN.md row from a cell's generations;
   Job      the plans of one (mode, setup), described cheaply first (layer,
            condition, extra key fields) so a resumed run skips finished cells
            before any compute;
   run_jobs prepares each job's target prompts once, runs its pending plans as
            one engine sweep and appends DESIGN.md rows to the run directory.
 
-Rows have the fields of `transfer.run_pair` rows plus `n_layers`,
-`transfer_independent` / `preserve_independent` (source-correct and
-target-correct counted separately, as exp23 does) and the plan's extra
-fields.
+Rows come in two styles (fields beyond DESIGN.md's; the numbers are the same):
+  "plan"      `transfer_independent` / `preserve_independent` (source-correct
+              and target-correct counted separately, as exp23 does), `n_layers`
+              and per-example `source_correct` / `target_correct`;
+  "transfer"  the rows of the exp3/4/5/8/9/13/14B/15 studies and the main job:
+              the other scorer's rates include its `malformed` share, rows
+              classified target-first say so (`classification`), positions
+              sorted, and `source_positions` where the plan gives them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Callable, Sequence
 
 import numpy as np
 
 from icl_jax import tasks as T
 from icl_jax.interventions.spec import EDITS, CellBatch, make_cells
+from icl_jax.studies.modes import MODES, SINGLE_POSITION
 from icl_jax.studies.positions import (PlanError, PosMap, aligned_map,
-                                      faithful_map)
+                                      faithful_indices, faithful_map,
+                                      position_sets, shared_target_indices)
 from icl_jax.studies.scoring import (TaskScoring, classify,
                                     malformed_rate, rates, score_texts)
 from icl_jax.studies.setups import PairSetup
 
 SOURCE_EDITS = ("replace", "add")  # edits whose values come from a source
+ROW_STYLES = ("plan", "transfer")
 
 
 # ---------------------------------------------------------------------------
@@ -66,6 +71,7 @@ class Plan:
 
 def plans_to_cells(plans: Sequence[Plan], n_slots: int,
                    d_model: int) -> CellBatch:
+  """The engine cells of `plans` (the one cell builder of the studies)."""
   batches = []
   for p in plans:
     if p.edit not in EDITS:
@@ -112,27 +118,98 @@ def replace_plan(resid, layer: int, condition: str, pm: PosMap,
 
 
 # ---------------------------------------------------------------------------
+# Single positions at each prompt's own index (protocol 8.3/8.9)
+# ---------------------------------------------------------------------------
+
+def single_position_vectors(resid, lengths, src_sets, layers):
+  """Mean source activation at each prompt's own single position.
+
+  Args:
+    resid: [L+1,B,T,D] source residuals (`Engine.capture`).
+    lengths: [B] source prompt lengths.
+    src_sets: per source prompt its index list (same length for all).
+    layers: block indices.
+  Returns [len(layers), J, D] (J = indices per prompt).
+  """
+  J = len(src_sets[0])
+  if any(len(s) != J for s in src_sets):
+    raise ValueError(f"source prompts have different position counts: "
+                     f"{[len(s) for s in src_sets]}")
+  out = np.zeros((len(layers), J, resid.shape[-1]), np.float32)
+  for li, layer in enumerate(layers):
+    r = resid[layer + 1]
+    for j in range(J):
+      rows = [r[b, s[j]] for b, s in enumerate(src_sets) if s[j] < lengths[b]]
+      out[li, j] = np.mean(rows, axis=0)
+  return out
+
+
+@dataclasses.dataclass
+class OwnIndexMap:
+  """A single-position set at each prompt's own index: source prompt b's
+  index list `src_sets[b]`; `pairs` (j, target slot): the source vector of
+  list entry j goes to that slot (last -> last when the source and target
+  lists have different lengths)."""
+
+  src_sets: list[list[int]]
+  pairs: list[tuple[int, int]]
+
+  @property
+  def source_positions(self) -> list[int]:
+    return sorted({int(s[j]) for s in self.src_sets for j, _ in self.pairs})
+
+
+def own_index_map(tok, setup: PairSetup, condition: str, mode: str,
+                  k: int = 5) -> OwnIndexMap:
+  """Each source prompt's own index -> the targets' own (shared) index."""
+  src_sets = position_sets(tok, setup.source_episodes, condition, mode, k)
+  tgt = shared_target_indices(tok, setup.target_episodes, condition, mode, k)
+  src = src_sets[0]
+  if not src or not tgt:
+    pairs = []
+  elif len(src) == len(tgt):
+    pairs = list(zip(range(len(src)), tgt))
+  else:
+    pairs = [(len(src) - 1, tgt[-1])]
+  return OwnIndexMap(src_sets, pairs)
+
+
+def own_index_plan(resid, lengths, layer: int, condition: str,
+                   om: OwnIndexMap, n_slots: int, edit: str = "replace",
+                   scale: float = 1.0, **meta) -> Plan:
+  """The mean source vector at the sources' own index, written at the
+  targets' index (target slots past `n_slots` are skipped)."""
+  vecs = single_position_vectors(resid, lengths, om.src_sets, [layer])[0]
+  keep = [(j, t) for j, t in om.pairs if t < n_slots]
+  vals = vecs[[j for j, _ in keep]] * scale  # [len(keep), D]
+  return Plan(layer, condition, [t for _, t in keep], edit=edit, values=vals,
+              meta=meta)
+
+
+# ---------------------------------------------------------------------------
 # Evaluation -> rows
 # ---------------------------------------------------------------------------
 
 def cell_row(setup: PairSetup, scoring, texts, *, mode: str, experiment: str,
              model: str, n_layers: int, layer, condition: str, timing: str,
              positions: Sequence[int], delta: float = 0.0,
-             meta: dict | None = None) -> dict:
-  """One DESIGN.md row from a cell's generated texts."""
+             meta: dict | None = None, stop: str | None = None,
+             style: str = "plan", order: str = "source_first") -> dict:
+  """One DESIGN.md row from a cell's generated texts (the one row builder).
+
+  `style`: "plan" or "transfer" (module docstring); `order`: the
+  classification order (`scoring.classify`); `stop`: the engine's stop rule
+  (None: not recorded, e.g. clean baselines); `meta`: extra row fields.
+  """
+  if style not in ROW_STYLES:
+    raise ValueError(f"unknown row style {style!r}; known: {ROW_STYLES}")
   js, examples = score_texts(setup, scoring, texts)
   primary = "faithful" if mode == "faithful" else "strict"
   other = "strict" if primary == "faithful" else "faithful"
-  r = rates(js, primary)
   n = len(js)
-  src_ok = [j.src_faithful if primary == "faithful" else j.src_strict
-            for j in js]
-  tgt_ok = [j.tgt_faithful if primary == "faithful" else j.tgt_strict
-            for j in js]
-  for j, ex, s, t in zip(js, examples, src_ok, tgt_ok):
-    ex["label"] = classify(j, primary)
-    ex["source_correct"] = bool(s)
-    ex["target_correct"] = bool(t)
+  for j, ex in zip(js, examples):
+    ex["label"] = classify(j, primary, order)
+  r = rates(js, primary, order)
   row = {
       "experiment": experiment, "model": model, "mode": mode,
       "source_task": setup.source_task, "target_task": setup.target_task,
@@ -140,23 +217,69 @@ def cell_row(setup: PairSetup, scoring, texts, *, mode: str, experiment: str,
       "transfer": r[T.TRANSFER], "preserve": r[T.PRESERVE],
       "neither": r[T.NEITHER], "both": r[T.BOTH],
       "malformed": malformed_rate(setup, examples), "scorer": primary,
-      "timing": timing, f"{other}_scorer": rates(js, other),
-      "transfer_independent": sum(src_ok) / n,
-      "preserve_independent": sum(tgt_ok) / n,
-      "n_positions": len(positions), "positions": [int(i) for i in positions],
-      "max_residual_change": float(delta), "changed": bool(delta > 0),
-      "n_layers": n_layers,
-      "examples": examples,
+      "timing": timing,
   }
+  if stop is not None:
+    row["stop"] = stop
+  row[f"{other}_scorer"] = rates(js, other, order)
+  if style == "plan":
+    src_ok = [j.src_faithful if primary == "faithful" else j.src_strict
+              for j in js]
+    tgt_ok = [j.tgt_faithful if primary == "faithful" else j.tgt_strict
+              for j in js]
+    for ex, s, t in zip(examples, src_ok, tgt_ok):
+      ex["source_correct"] = bool(s)
+      ex["target_correct"] = bool(t)
+    row["transfer_independent"] = sum(src_ok) / n
+    row["preserve_independent"] = sum(tgt_ok) / n
+    row["n_layers"] = n_layers
+  else:
+    # The other scorer's share of "neither" outputs that are malformed.
+    row[f"{other}_scorer"]["malformed"] = malformed_rate(setup, [
+        dict(ex, label=classify(j, other, order))
+        for j, ex in zip(js, examples)])
+    if order != "source_first":
+      row["classification"] = order
+    positions = sorted({int(i) for i in positions})
+  row.update(n_positions=len(positions),
+             positions=[int(i) for i in positions],
+             max_residual_change=float(delta), changed=bool(delta > 0))
   if meta:
     row.update(meta)
+  row["examples"] = examples
   return row
 
 
+def add_instances(rows: list[dict], setup: PairSetup, scoring,
+                  base_texts: Sequence[str]) -> None:
+  """exp13/exp15's instance-level reading, in place: every example also
+  records the clean (unpatched) output and its label, and each row counts
+  `baseline_transfer` (the source scorer already accepts the *unpatched*
+  output: e.g. pattern_completion -> repeat_word, section 11.2),
+  `baseline_preserve` and `transfer_changed` (transferred and the output
+  differs from the clean one: transfer the patch caused)."""
+  scorer = rows[0]["scorer"] if rows else "faithful"
+  js, base = score_texts(setup, scoring, base_texts)
+  labels = [classify(j, scorer) for j in js]
+  n = len(js)
+  for row in rows:
+    changed = 0
+    for ex, bex, label in zip(row["examples"], base, labels):
+      ex["baseline_output"] = bex["output"]
+      ex["baseline_label"] = label
+      ex["changed"] = ex["output"] != bex["output"]
+      changed += ex["label"] == T.TRANSFER and ex["changed"]
+    row["baseline_transfer"] = labels.count(T.TRANSFER) / n
+    row["baseline_preserve"] = labels.count(T.PRESERVE) / n
+    row["transfer_changed"] = changed / n
+
+
 def evaluate(engine, targets, setup: PairSetup, scoring, plans: Sequence[Plan],
-             *, mode: str, experiment: str, model: str,
+             *, mode: str, experiment: str, model: str, style: str = "plan",
+             order: str = "source_first", instances: bool = False,
              progress: bool = False) -> list[dict]:
-  """Runs plans on a prepared target set; one row per plan."""
+  """Runs plans on a prepared target set; one row per plan (`instances`:
+  plus the clean outputs, `add_instances`)."""
   cells = plans_to_cells(plans, targets.slots, engine.cfg.d_model)
   res = engine.run(targets, cells, progress=progress)
   rows = []
@@ -167,8 +290,10 @@ def evaluate(engine, targets, setup: PairSetup, scoring, plans: Sequence[Plan],
         setup, scoring, res.texts[i], mode=mode, experiment=experiment,
         model=model, n_layers=engine.cfg.n_layers, layer=layer,
         condition=p.condition, timing=engine.timing,
-        positions=list(p.tgt_idx), delta=float(res.delta[i]), meta=meta))
-    rows[-1]["stop"] = engine.stop
+        positions=list(p.tgt_idx), delta=float(res.delta[i]), meta=meta,
+        stop=engine.stop, style=style, order=order))
+  if instances:
+    add_instances(rows, setup, scoring, engine.baseline(targets).texts[0])
   return rows
 
 
@@ -188,7 +313,9 @@ class Job:
 
   `cells`: cheap descriptions, each a dict with "layer" and "condition" and
   any key_extra fields; `build(engine, targets, todo_cells) -> [Plan]` must
-  return one plan per todo cell, in order.
+  return one plan per todo cell, in order. `style`, `order`, `instances`:
+  how rows are written (`evaluate`); `decoder`: (timing, stop) of the engine
+  the job runs on (None: the run's default engine).
   """
 
   mode: str
@@ -197,6 +324,10 @@ class Job:
   cells: list[dict]
   build: Callable
   label: str = ""
+  style: str = "plan"
+  order: str = "source_first"
+  instances: bool = False
+  decoder: tuple[str, str] | None = None
 
 
 def cell_key(model: str, job: Job, cell: dict, key_extra=()) -> tuple:
@@ -205,57 +336,76 @@ def cell_key(model: str, job: Job, cell: dict, key_extra=()) -> tuple:
           *(cell.get(e) for e in key_extra))
 
 
+def run_job(engine, job: Job, todo: Sequence[dict], *, experiment: str,
+            model: str, key_extra=()) -> list[dict]:
+  """The rows of `todo` (cells of `job`): prepare, build, run, score."""
+  targets = engine.prepare(
+      prompts=[e.prompt().text for e in job.setup.target_episodes])
+  plans = job.build(engine, targets, todo)
+  if len(plans) != len(todo):
+    raise RuntimeError(f"{job.label}: {len(plans)} plans for {len(todo)} "
+                       "cells")
+  rows = evaluate(engine, targets, job.setup, job.scoring, plans,
+                  mode=job.mode, experiment=experiment, model=model,
+                  style=job.style, order=job.order, instances=job.instances)
+  for c, r in zip(todo, rows):
+    for e in key_extra:
+      r.setdefault(e, c.get(e))
+  return rows
+
+
 def run_jobs(engine, rd, jobs: Sequence[Job], *, experiment: str, model: str,
              key_extra=(), progress: bool = True,
              row_hook: Callable[[dict], dict] | None = None,
-             log: Callable[[str], None] = print) -> list[dict]:
+             log: Callable[[str], None] = print,
+             engine_for: Callable | None = None,
+             append: Callable[[list], object] | None = None,
+             tick: Callable[[str], None] | None = None) -> list[dict]:
   """Runs every pending cell of every job; appends rows as jobs finish.
 
   `row_hook(row) -> row` post-processes each new row before it is written
-  (e.g. confidence intervals). Returns every row of this model in the run
-  directory (old and new).
+  (e.g. confidence intervals). `engine_for(timing, stop)` gives the engine
+  of jobs with a `decoder`; `append(rows)` writes new rows (default: the
+  run directory's); `tick(label)` is called once per job, finished or
+  skipped (an outer progress bar). Returns every row of this model in the
+  run directory (old and new).
   """
   from icl_jax.analysis.results import row_key
 
-  done = {k for k in rd.done()}
+  done = set(rd.done())
+  append = append or rd.append
   pending = []
   for job in jobs:
     todo = [c for c in job.cells
             if cell_key(model, job, c, key_extra) not in done]
-    if todo:
-      pending.append((job, todo))
+    pending.append((job, todo))
   bar = None
-  if progress and pending:
+  if progress and any(todo for _, todo in pending):
     from tqdm import tqdm
 
     bar = tqdm(total=sum(len(t) for _, t in pending), desc=experiment,
                unit="cell", position=0)
-  t0 = time.time()
   for job, todo in pending:
     label = job.label or (f"{job.setup.source_task} -> "
                           f"{job.setup.target_task}")
-    msg = (f"[{job.mode}] {label}: {len(todo)} cells x "
-           f"{len(job.setup.target_episodes)} prompts")
-    if bar is not None:
-      bar.write(msg)
-    else:
-      log(msg)
-    targets = engine.prepare(
-        prompts=[e.prompt().text for e in job.setup.target_episodes])
-    plans = job.build(engine, targets, todo)
-    if len(plans) != len(todo):
-      raise RuntimeError(f"{label}: {len(plans)} plans for {len(todo)} cells")
-    rows = evaluate(engine, targets, job.setup, job.scoring, plans,
-                    mode=job.mode, experiment=experiment, model=model)
-    for c, r in zip(todo, rows):
-      for e in key_extra:
-        r.setdefault(e, c.get(e))
-    if row_hook is not None:
-      rows = [row_hook(r) for r in rows]
-    rd.append([r for r in rows if row_key(r, key_extra) not in done])
-    done |= {row_key(r, key_extra) for r in rows}
-    if bar is not None:
-      bar.update(len(todo))
+    if todo:
+      msg = (f"[{job.mode}] {label}: {len(todo)} cells x "
+             f"{len(job.setup.target_episodes)} prompts")
+      if bar is not None:
+        bar.write(msg)
+      elif tick is None:
+        log(msg)
+      eng = engine if job.decoder is None else engine_for(*job.decoder)
+      rows = run_job(eng, job, todo, experiment=experiment, model=model,
+                     key_extra=key_extra)
+      if row_hook is not None:
+        rows = [row_hook(r) for r in rows]
+      append([r for r in rows if row_key(r, key_extra) not in done])
+      done |= {row_key(r, key_extra) for r in rows}
+      if bar is not None:
+        bar.update(len(todo))
+    if tick is not None:
+      tick(f"[{job.mode}] {label}")
   if bar is not None:
     bar.close()
   return [r for r in rd.rows() if r.get("model") == model]
@@ -280,39 +430,81 @@ def position_map(engine, mode: str, source_eps, target_eps, condition: str,
   return aligned_map(tok, source_eps, target_eps, condition, on_mismatch)
 
 
+def source_positions(tok, mode: str, source_eps, condition: str,
+                     pm: PosMap, n_slots: int, k: int = 5) -> list[int]:
+  """The source indices a position set names ("transfer" rows): faithful,
+  every prompt's indices below `n_slots` (also those no source prompt
+  reaches); aligned, the mapped source indices."""
+  if mode != "faithful":
+    return [int(i) for i in pm.src_idx]
+  sets = [faithful_indices(tok, e.prompt().text, condition, k)
+          for e in source_eps]
+  return sorted(i for i in set().union(*map(set, sets)) if i < n_slots)
+
+
 def transfer_job(mode: str, setup: PairSetup, layers: Sequence[int],
                  conditions: Sequence[str], *, k: int = 5,
                  on_mismatch: str = "truncate", scoring=None, edit="replace",
                  scale: float = 1.0, extra: dict | None = None,
-                 label: str = "", condition_names: dict | None = None) -> Job:
+                 label: str = "", condition_names: dict | None = None,
+                 style: str = "plan", own_index: bool = False,
+                 instances: bool = False, decoder=None,
+                 capture: Callable | None = None) -> Job:
   """Source activations written at each (condition, layer).
 
   `condition_names` renames conditions in the rows (the plan still uses the
   position set named by the key); `extra` adds fields to every cell (and
-  therefore to the row keys when they are in key_extra).
+  therefore to the row keys when they are in key_extra). `own_index`:
+  single-position conditions (`modes.SINGLE_POSITION`) take the mean source
+  vector at each source prompt's own index to the targets' own index
+  (protocol 8.3/8.9: exp3/5/8/9 and the main job); otherwise every set goes
+  through the position map. `capture(episodes)`: source residuals (default
+  `capture_sources`; pass a cache to share captures between jobs).
+  `style`, `instances`, `decoder`: see `Job`.
   """
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
   extra = dict(extra or {})
   names = dict(condition_names or {})
   cells = [{"layer": int(l), "condition": names.get(c, c), "_set": c,
             **extra} for c in conditions for l in layers]
   scoring = scoring or TaskScoring(setup.source_task, setup.target_task)
 
+  def source_map(engine, s, n_slots, lengths):
+    tok = engine.lm.tokenizer
+    if own_index and s in SINGLE_POSITION:
+      m = own_index_map(tok, setup, s, mode, k)
+      return m, m.source_positions
+    pm = position_map(engine, mode, setup.source_episodes,
+                      setup.target_episodes, s, n_slots, lengths, k,
+                      on_mismatch)
+    return pm, (source_positions(tok, mode, setup.source_episodes, s, pm,
+                                 n_slots, k) if style == "transfer" else None)
+
   def build(engine, targets, todo):
-    resid, lengths = capture_sources(engine, setup.source_episodes)
+    resid, lengths = (capture(setup.source_episodes) if capture else
+                      capture_sources(engine, setup.source_episodes))
     maps = {}
     plans = []
     for c in todo:
       s = c["_set"]
       if s not in maps:
-        maps[s] = position_map(engine, mode, setup.source_episodes,
-                               setup.target_episodes, s, targets.slots,
-                               lengths, k, on_mismatch)
+        maps[s] = source_map(engine, s, targets.slots, lengths)
+      m, src_pos = maps[s]
       meta = {e: c[e] for e in extra}
-      plans.append(replace_plan(resid, c["layer"], c["condition"], maps[s],
-                                edit=edit, scale=scale, **meta))
+      if style == "transfer":
+        meta["source_positions"] = src_pos
+      if isinstance(m, OwnIndexMap):
+        plans.append(own_index_plan(resid, lengths, c["layer"],
+                                    c["condition"], m, targets.slots,
+                                    edit=edit, scale=scale, **meta))
+      else:
+        plans.append(replace_plan(resid, c["layer"], c["condition"], m,
+                                  edit=edit, scale=scale, **meta))
     return plans
 
-  return Job(mode, setup, scoring, cells, build, label)
+  return Job(mode, setup, scoring, cells, build, label, style=style,
+             instances=instances, decoder=decoder)
 
 
 def baseline_job(mode: str, setup: PairSetup, scoring=None,

@@ -26,7 +26,7 @@ class Study:
   Rows are keyed by `analysis.results.KEY_FIELDS` + `key_extra`. Two ways to
   fill it: `run(jobs)` (plan jobs, `plans.run_jobs`: pending cells are found
   and run per job) or incremental `pending(keys)` / `add(rows)` (the
-  single-task and single-position studies). Either way an interrupted run
+  single-task ablation and control studies). Either way an interrupted run
   resumes where it stopped and a finished one recomputes nothing. A results
   directory of a different configuration is refused on construction, before
   any compute.
@@ -77,12 +77,18 @@ class Study:
 
   # -- plan jobs ------------------------------------------------------------
   def run(self, jobs, progress: bool = True, row_hook=None) -> list[dict]:
-    """Runs plan jobs (`plans.run_jobs`), skipping finished cells."""
+    """Runs plan jobs (`plans.run_jobs`), skipping finished cells; new rows
+    go through `add`. With the run's own progress bar (`start`), each job
+    ticks it; otherwise `progress` shows a bar over cells."""
     from icl_jax.studies.plans import run_jobs
 
+    outer = self._bar is not None
     return run_jobs(self.engine(), self.rd, jobs, experiment=self.experiment,
                     model=self.model, key_extra=self.key_extra,
-                    progress=progress, row_hook=row_hook)
+                    progress=progress and not outer, row_hook=row_hook,
+                    engine_for=self.engine, append=self.add,
+                    tick=(lambda note: self.tick(note=note)) if outer
+                    else None)
 
   def run_baselines(self, tasks: Sequence[str], n: int) -> list[dict]:
     """Clean accuracy of each task's target prompts (condition "baseline"),

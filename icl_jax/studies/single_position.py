@@ -19,9 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from icl_jax import tasks as T
-from icl_jax.studies import transfer, positions, setups
+from icl_jax.studies import plans, positions, setups
 from icl_jax.studies.modes import MODE_SPECS
 from icl_jax.studies.run import Study
+from icl_jax.studies.scoring import TaskScoring
 from icl_jax.studies.accuracy import accuracy_rows
 from icl_jax.interventions.spec import make_cells
 
@@ -55,38 +56,24 @@ class _Captures:
 def run_transplant(study: Study, *, pairs, conditions, layers, modes, n: int,
                    k: int = 5, seed: int = 0, source_calls: str = "per_pair",
                    timing: str = "study", extra: dict | None = None):
-  """Source -> target single-position transplants (exp3/5/9/14B) -> rows.
+  """Source -> target single-position transplants (exp3/5/9/14B) -> rows
+  (transfer jobs at each prompt's own index, `plans.transfer_job`).
 
   `extra`: fields added to every row (and used as key fields by the study,
   e.g. exp14's k).
   """
-  extra = dict(extra or {})
+  jobs = []
   for mode in modes:
-    engine = study.engine(*decoder(mode, timing))
-    cap = _Captures(engine)
+    dec = decoder(mode, timing)
+    cap = _Captures(study.engine(*dec))
     pair_setups = setups.setup_pairs(pairs, n, k=k, seed=seed,
                                      source_calls=source_calls)
     for setup in pair_setups:
-      keys = {(l, c): study.key(mode=mode, source_task=setup.source_task,
-                                target_task=setup.target_task, layer=l,
-                                condition=c, **extra)
-              for c in conditions for l in layers}
-      todo = study.pending(keys.values())
-      if not todo:
-        study.tick()
-        continue
-      todo_layers = sorted({l for (l, c), key in keys.items() if key in todo})
-      targets = transfer.prepare_targets(engine, setup)
-      cells, meta = transfer.build_cells(
-          engine, setup, targets, todo_layers, conditions, mode, k=k,
-          capture=cap(setup.source_episodes))
-      for m in meta:
-        m.update(extra)
-      rows = transfer.evaluate_cells(engine, setup, targets, cells, meta,
-                                     mode, experiment=study.experiment,
-                                     model=study.model)
-      study.add(rows)
-      study.tick(note=f"{mode} {setup.source_task}->{setup.target_task}")
+      jobs.append(plans.transfer_job(
+          mode, setup, layers, conditions, k=k, extra=extra,
+          style="transfer", own_index=True, decoder=dec, capture=cap,
+          label=f"{mode} {setup.source_task}->{setup.target_task}"))
+  study.run(jobs)
 
 
 def task_vectors(engine, episodes_by_task: dict, condition: str, mode: str,
@@ -97,8 +84,8 @@ def task_vectors(engine, episodes_by_task: dict, condition: str, mode: str,
   for task, eps in episodes_by_task.items():
     resid, lengths = engine.capture(prompts=[e.prompt().text for e in eps])
     sets = positions.position_sets(tok, eps, condition, mode, k)
-    out[task] = transfer.single_position_vectors(resid, lengths, sets,
-                                                 layers)[:, -1]
+    out[task] = plans.single_position_vectors(resid, lengths, sets,
+                                              layers)[:, -1]
   return out
 
 
@@ -200,65 +187,63 @@ def run_interpolation(study: Study, *, pairs, triples, alphas, layers, modes,
   rows: source_task A, target_task C, condition "arith:A-B",
   source-first (transfer = P(A correct)).
   """
-  D = study.lm.config.d_model
-  tok = study.lm.tokenizer
+  jobs = []
   for mode in modes:
-    engine = study.engine(*decoder(mode, timing))
+    dec = decoder(mode, timing)
     objs = {}
-    order = []
-    for a, b in pairs:
-      order += [a, b]
-    for a, b, c in triples:
-      order += [a, b, c]
-    for t in order:
+    for t in [t for p in list(pairs) + list(triples) for t in p]:
       if t not in objs:
         objs[t] = T.get_task(t)
     vec_eps = {t: T.make_episodes(obj, n, k=k) for t, obj in objs.items()}
-    vecs = task_vectors(engine, vec_eps, condition, mode, layers, k)
-    jobs = [("interp", (a, b)) for a, b in pairs] + [
-        ("arith", tr) for tr in triples]
-    for kind, job in jobs:
-      if kind == "interp":
-        a, b = job
-        tgt, src = a, b
-        conds = [(f"interp:alpha={al:.2f}", al) for al in alphas]
+    vecs = task_vectors(study.engine(*dec), vec_eps, condition, mode, layers,
+                        k)
+    for names in [tuple(p) for p in pairs] + [tuple(t) for t in triples]:
+      tgt = names[0] if len(names) == 2 else names[2]
+      eps = T.make_episodes(objs[tgt], n, k=k)  # the task's next RNG call
+      jobs.append(_vector_job(mode, names, eps, vecs, alphas, layers,
+                              condition, k, dec))
+  study.run(jobs)
+
+
+def _vector_job(mode, names, eps, vecs, alphas, layers, condition, k, dec):
+  """The plan job of one interpolation pair (a, b) or triple (a, b, c):
+  rows in layer-major order, one position (the targets' own)."""
+  interp = len(names) == 2
+  a, b = names[:2]
+  if interp:
+    tgt, src = a, b
+    conds = [(f"interp:alpha={al:.2f}", al) for al in alphas]
+  else:
+    tgt, src = names[2], a
+    conds = [(f"arith:{a}-{b}", None)]
+  cells = [{"layer": l, "condition": cn, "alpha": al} for l in layers
+           for cn, al in conds]
+  index = {l: i for i, l in enumerate(layers)}
+
+  def build(engine, targets, todo):
+    _, pos = _single_mask(engine.lm.tokenizer, eps, condition, mode,
+                          targets.slots, k)
+    out = []
+    for cell in todo:
+      i = index[cell["layer"]]
+      if interp:
+        al = cell["alpha"]
+        v = al * vecs[a][i] + (1 - al) * vecs[b][i]
+        meta = {"alpha": al, "task_a": a, "task_b": b}
       else:
-        a, b, c = job
-        tgt, src = c, a
-        conds = [(f"arith:{a}-{b}", None)]
-      keys = [study.key(mode=mode, source_task=src, target_task=tgt,
-                        layer=l, condition=cn) for cn, _ in conds
-              for l in layers]
-      eps = T.make_episodes(objs[tgt], n, k=k)  # advances the RNG either way
-      if not study.pending(keys):
-        study.tick()
-        continue
-      targets = engine.prepare(prompts=[e.prompt().text for e in eps])
-      mask, pos = _single_mask(tok, eps, condition, mode, targets.slots, k)
-      vals, lays, meta = [], [], []
-      for i, l in enumerate(layers):
-        for cn, al in conds:
-          v = np.zeros((targets.slots, D), np.float32)
-          if kind == "interp":
-            v[pos] = al * vecs[a][i] + (1 - al) * vecs[b][i]
-            meta.append({"condition": cn, "layer": l, "alpha": al,
-                         "task_a": a, "task_b": b})
-          else:
-            v[pos] = vecs[c][i] + (vecs[a][i] - vecs[b][i])
-            meta.append({"condition": cn, "layer": l, "task_a": a,
-                         "task_b": b, "task_c": c})
-          meta[-1].update(n_positions=1, positions=[int(pos)])
-          vals.append(v)
-          lays.append(l)
-      cells = make_cells("replace", lays, np.broadcast_to(
-          mask, (len(lays), targets.slots)), D, values=np.stack(vals))
-      setup = setups.PairSetup(src, tgt, [], eps)
-      rows = transfer.evaluate_cells(
-          engine, setup, targets, cells, meta, mode,
-          experiment=study.experiment, model=study.model,
-          order="target_first" if kind == "interp" else "source_first")
-      study.add(rows)
-      study.tick(note=f"{mode} {kind} {'/'.join(job)}")
+        v = vecs[names[2]][i] + (vecs[a][i] - vecs[b][i])
+        meta = {"task_a": a, "task_b": b, "task_c": names[2]}
+      out.append(plans.Plan(cell["layer"], cell["condition"], [pos],
+                            values=np.asarray(v, np.float32)[None],
+                            meta=meta))
+    return out
+
+  return plans.Job(mode, setups.PairSetup(src, tgt, [], eps),
+                   TaskScoring(src, tgt), cells, build,
+                   f"{mode} {'interp' if interp else 'arith'} "
+                   f"{'/'.join(names)}", style="transfer",
+                   order="target_first" if interp else "source_first",
+                   decoder=dec)
 
 
 def interpolation_metrics(rows) -> list[dict]:

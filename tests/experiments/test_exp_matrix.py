@@ -1,6 +1,6 @@
 """The study's remaining experiment scripts, the generic sweep and their
-machinery: smoke runs on a tiny model (N=2, 2 layers), exactness of the plan
-machinery against `transfer.run_pair`, reference reproductions (exp6 and
+machinery: smoke runs on a tiny model (N=2, 2 layers), the plan and
+transfer row styles of the one row builder, reference reproductions (exp6 and
 exp19 statistics from the original's stored numbers), prompt files, bad
 input, and REPORT.md from the smoke-run directories."""
 
@@ -305,35 +305,45 @@ def test_report_from_smoke_runs(shared, tmp_path):
 # in-process checks (no subprocess)
 # ---------------------------------------------------------------------------
 
-def test_plans_equal_transfer_run_pair(tiny_model_dir, tmp_path):
-  """The plan machinery reproduces transfer.run_pair cell for cell."""
+def test_transfer_and_plan_row_styles_agree(tiny_model_dir, tmp_path):
+  """The one row builder's two styles: same cells, same numbers and
+  outputs; they differ only in the documented extra fields."""
   import icl_jax
   from icl_jax.analysis.results import RunDir
-  from icl_jax.studies import plans, transfer, setups
+  from icl_jax.studies import plans, setups
   from icl_jax.interventions.engine import Engine
 
   lm = icl_jax.load(str(tiny_model_dir), cache=False)
   engine = Engine(lm, max_new_tokens=4)
   pairs = [("uppercase", "repeat_word")]
   conds = ["all_demo", "output_only"]
+  only_plan = {"transfer_independent", "preserve_independent", "n_layers"}
   for mode in ("faithful", "aligned"):
-    ref = transfer.run_pair(engine, setups.setup_pairs(pairs, 2)[0], [0, 1],
-                            conds, mode, experiment="x", model="m")
-    setup = setups.setup_pairs(pairs, 2)[0]
-    rd = RunDir(tmp_path / mode, "x", {})
-    got = plans.run_jobs(engine, rd, [plans.transfer_job(
-        mode, setup, [0, 1], conds)], experiment="x", model="m",
-                         progress=False)
+    got = {}
+    for style in ("plan", "transfer"):
+      setup = setups.setup_pairs(pairs, 2)[0]
+      rd = RunDir(tmp_path / mode / style, "x", {})
+      got[style] = plans.run_jobs(engine, rd, [plans.transfer_job(
+          mode, setup, [0, 1], conds, style=style)], experiment="x",
+                                  model="m", progress=False)
     key = lambda r: (r["layer"], r["condition"])
-    ref_by = {key(r): r for r in ref}
-    assert len(got) == len(ref) == 4
-    for r in got:
+    ref_by = {key(r): r for r in got["transfer"]}
+    assert len(got["plan"]) == len(got["transfer"]) == 4
+    for r in got["plan"]:
       e = ref_by[key(r)]
+      assert set(r) - set(e) == only_plan
+      assert set(e) - set(r) == {"source_positions"}
+      if mode == "faithful":  # the same absolute indices in the target
+        assert set(r["positions"]) <= set(e["source_positions"])
       assert r["positions"] == e["positions"]
       assert [x["raw_output"] for x in r["examples"]] == [
           x["raw_output"] for x in e["examples"]]
-      for k in ("transfer", "preserve", "neither", "both"):
-        assert r[k] == e[k]
+      for k in ("transfer", "preserve", "neither", "both", "malformed",
+                "max_residual_change", "stop", "timing", "scorer"):
+        assert r[k] == e[k], k
+      other = "strict_scorer" if mode == "faithful" else "faithful_scorer"
+      assert set(e[other]) - set(r[other]) == {"malformed"}
+      assert all(e[other][k] == v for k, v in r[other].items())
 
 
 def test_make_setups_query_sources():

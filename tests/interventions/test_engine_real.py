@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import icl_jax
-from icl_jax.studies import transfer, setups
+from icl_jax.studies import plans, setups
 from icl_jax.interventions.engine import Engine
 from icl_jax.interventions.naive import naive_patched_generate
 
@@ -19,8 +19,12 @@ def test_faithful_transfer_cells_equal_naive_loop():
   setup = setups.setup_pairs([("uppercase", "repeat_word")], 3)[0]
   prompts = [e.prompt().text for e in setup.target_episodes]
   targets = engine.prepare(prompts=prompts)
-  cells, meta = transfer.build_cells(engine, setup, targets, [4, 12],
-                                     ["output_only", "last_demo"], "faithful")
+  job = plans.transfer_job("faithful", setup, [4, 12],
+                           ["output_only", "last_demo"], style="transfer",
+                           own_index=True)
+  ps = job.build(engine, targets, job.cells)
+  meta = [(x.layer, x.condition) for x in ps]
+  cells = plans.plans_to_cells(ps, targets.slots, lm.config.d_model)
   res = engine.run(targets, cells)
   assert res.changed.all()
   for c in range(len(cells)):

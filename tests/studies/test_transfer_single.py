@@ -7,7 +7,8 @@ import jax
 import pytest
 
 from icl_jax import tasks as T
-from icl_jax.studies import ablation, accuracy, single_position, transfer, positions, setups, layers
+from icl_jax.studies import (ablation, accuracy, layers, plans, positions,
+                             setups, single_position)
 from icl_jax.interventions.engine import Engine
 
 
@@ -100,10 +101,13 @@ def test_single_position_cells_use_each_prompts_own_index(lm, tok, mode):
   position; it is written at the *target's* own position (exp3)."""
   setup = setups.setup_pairs([("linear_2x", "first_letter")], 3)[0]
   engine = Engine(lm, max_new_tokens=2)
-  targets = transfer.prepare_targets(engine, setup)
+  targets = engine.prepare(
+      prompts=[e.prompt().text for e in setup.target_episodes])
   for cond in ("last_demo_token", "first_query_token"):
-    cells, meta = transfer.build_cells(engine, setup, targets, [0, 1],
-                                       [cond], mode)
+    job = plans.transfer_job(mode, setup, [0, 1], [cond], style="transfer",
+                             own_index=True)
+    ps = job.build(engine, targets, job.cells)
+    cells = plans.plans_to_cells(ps, targets.slots, lm.config.d_model)
     src_sets = positions.position_sets(tok, setup.source_episodes, cond, mode)
     tgt = positions.shared_target_indices(tok, setup.target_episodes, cond,
                                          mode)
@@ -114,7 +118,9 @@ def test_single_position_cells_use_each_prompts_own_index(lm, tok, mode):
       want = np.mean([resid[layer + 1, b, s[-1]]
                       for b, s in enumerate(src_sets)], axis=0)
       np.testing.assert_allclose(cells.values[c, tgt[-1]], want, rtol=1e-6)
-      assert meta[c]["positions"] == [tgt[-1]]
+      assert list(ps[c].tgt_idx) == [tgt[-1]]
+      assert ps[c].meta["source_positions"] == sorted(
+          {s[-1] for s in src_sets})
     if cond == "last_demo_token":
       # linear_2x and first_letter prompts differ in length: the source's
       # position is not the target's.
