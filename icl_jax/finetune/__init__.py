@@ -1,0 +1,2 @@
+"""Finetuning of the converted decoder: LoRA adapters (`lora`), applied
+functionally over the Flax params, trained with Optax (`train`)."""
