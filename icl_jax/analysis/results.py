@@ -338,6 +338,10 @@ def hold_run_dir(out_dir, experiment: str):
   hold (a `RunDir` opened meanwhile keeps its own). Creates the directory,
   nothing in it but the lock file."""
   path = safe_join(out_dir, experiment)
+  from icl_jax.interventions.distributed import is_primary
+
+  if not is_primary():  # jax.distributed: process 0 holds the lock
+    return lambda: None
   path.mkdir(parents=True, exist_ok=True)
   key = _acquire(path)
   done = []
@@ -379,6 +383,16 @@ class RunDir:
     self.key_extra = tuple(key_extra)
     self.results = self.path / "results.jsonl"
     self._lock_key = None
+    self._shared = None  # jax.distributed, process > 0: rows in memory
+    from icl_jax.interventions import distributed as dist
+
+    if dist.process_count() > 1:
+      self._open_shared(dist)
+    else:
+      self._open()
+    self.t0 = time.time()
+
+  def _open(self) -> None:
     self.path.mkdir(parents=True, exist_ok=True)
     self._lock_key = _acquire(self.path)
     try:
@@ -387,7 +401,17 @@ class RunDir:
     except BaseException:
       self.close()
       raise
-    self.t0 = time.time()
+
+  def _open_shared(self, dist) -> None:
+    """jax.distributed: process 0 opens the directory; the others get its
+    rows (or refusal) and keep them and later rows in memory, unwritten."""
+    data = dist.from_primary(
+        lambda: self._open() or (self.results.read_bytes()
+                                 if self.results.exists() else b""),
+        (ConfigMismatchError, RunDirLockedError))
+    if not dist.is_primary():
+      self.repaired = []
+      self._shared = [raw for _, raw, _ in _parse_lines(data)[0]]
 
   # -- lifecycle -------------------------------------------------------------
   def close(self) -> None:
@@ -483,6 +507,8 @@ class RunDir:
     return []
 
   def rows(self) -> list[dict]:
+    if self._shared is not None:
+      return [json.loads(raw) for raw in self._shared]
     return read_rows(self.results)
 
   def done(self) -> set:
@@ -492,6 +518,9 @@ class RunDir:
     """Appends rows, each on a fresh line, flushed and fsynced one by one:
     a finished cell is never lost and a cut write never merges two rows."""
     lines = [json.dumps(r, default=_json_default) + "\n" for r in rows]
+    if self._shared is not None:
+      self._shared += [line.encode() for line in lines]
+      return
     if not lines:
       return
     with self.results.open("a+b") as f:
@@ -506,6 +535,9 @@ class RunDir:
 
   def replace_rows(self, rows: Iterable[dict]) -> None:
     """Rewrites results.jsonl with `rows` at once (atomic)."""
+    if self._shared is not None:
+      self._shared = []
+      return self.append(rows)
     atomic_write(self.results, "".join(
         json.dumps(r, default=_json_default) + "\n" for r in rows))
 
@@ -519,7 +551,8 @@ class RunDir:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     path = self.path / name
-    atomic_write(path, buf.getvalue())
+    if self._shared is None:
+      atomic_write(path, buf.getvalue())
     return path
 
   # -- summary ---------------------------------------------------------------
@@ -548,8 +581,9 @@ class RunDir:
     }
     if extra:
       s.update(extra)
-    atomic_write(self.path / "summary.json",
-                 json.dumps(s, indent=1, default=_json_default))
+    if self._shared is None:
+      atomic_write(self.path / "summary.json",
+                   json.dumps(s, indent=1, default=_json_default))
     return s
 
 

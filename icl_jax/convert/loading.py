@@ -269,13 +269,12 @@ def _restore_params(d: Path, dtype_name: str):
 
 
 def _load_cache(d: Path, dtype_name: str):
-  from transformers import AutoTokenizer
+  from icl_jax.convert.tokenizers import read_tokenizer_dir
 
   hf_config = json.loads((d / "hf_config.json").read_text())
   cfg = config_from_hf(hf_config)
   # The tokenizer first: its load's transients are gone before the tree.
-  tok = (AutoTokenizer.from_pretrained(str(d / "tokenizer"),
-                                       trust_remote_code=False)
+  tok = (read_tokenizer_dir(d / "tokenizer")
          if (d / "tokenizer").exists() else None)
   stops = StopTables.load(d / "stop_tables.npz")
   hostmem.release_memory()

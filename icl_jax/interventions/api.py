@@ -41,7 +41,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from icl_jax.interventions.spec import EDITS, TIMINGS, CellBatch, make_cells
+from icl_jax.interventions.spec import (EDITS, SITES, TIMINGS, CellBatch,
+                                        make_cells, site_index)
 
 _VALUE_EDITS = ("replace", "add", "mean_ablate")
 
@@ -131,6 +132,9 @@ class Patch:
   at token `positions` of every prompt it runs on.
 
   Fields: edit (one of EDITS), layer (block index, -1 = embedding output),
+  site (where in block `layer`: "resid_post" (default; "resid" too),
+  "attn_out", "head_out" with heads (one head index or a group), or
+  "mlp_out"; see `spec` for the names, TransformerLens-like),
   positions (see the module doc), values ([D] | [k, D] | per prompt; for
   replace / add / mean_ablate), sigma (noise scale), relative (noise scaled
   by the residual's rms at each position), seed (noise seed), decode ([D]:
@@ -149,10 +153,14 @@ class Patch:
   seed: int = 0
   decode: Any = None
   name: str = ""
+  site: str = "resid_post"
+  heads: Any = None
 
   def __post_init__(self):
     if self.edit not in EDITS:
       raise ValueError(f"unknown edit {self.edit!r}; known: {EDITS}")
+    object.__setattr__(self, "site", SITES[site_index(self.site)])
+    self._check_site()
     if not _is_int(self.layer) or self.layer < -1:
       raise ValueError(f"layer must be a block index >= 0, or -1 for the "
                        f"embedding output; got {self.layer!r}")
@@ -177,42 +185,69 @@ class Patch:
         raise ValueError("decode must be one vector [D]")
       object.__setattr__(self, "decode", dec)
 
+  def _check_site(self):
+    """site / heads: component sites need a block; heads go with
+    head_out (an int or a list of ints: the group whose summed output is
+    edited)."""
+    if self.site != "resid_post" and (not _is_int(self.layer)
+                                      or self.layer < 0):
+      raise ValueError(f"site {self.site} needs a block (layer >= 0)")
+    if self.site != "resid_post" and self.edit == "skip":
+      raise ValueError("skip is a residual edit; ablate a component with "
+                       "zero or mean_ablate")
+    if (self.heads is None) == (self.site == "head_out"):
+      raise ValueError("heads= goes with site='head_out' (and it needs one)")
+    if self.heads is not None:
+      h = [self.heads] if _is_int(self.heads) else list(self.heads)
+      if not h or not all(_is_int(x) and x >= 0 for x in h) or \
+          len(set(h)) != len(h):
+        raise ValueError(f"heads must be distinct head indices, got "
+                         f"{self.heads!r}")
+      object.__setattr__(self, "heads", tuple(int(x) for x in h))
+
   @classmethod
   def replace(cls, layer: int, positions, values, *, decode=None,
-              name: str = "") -> "Patch":
-    """Sets the residual at `positions` to `values` ([D] | [k,D] | per
-    prompt), e.g. activations captured from another prompt."""
-    return cls("replace", layer, positions, values, decode=decode, name=name)
+              name: str = "", site: str = "resid_post",
+              heads=None) -> "Patch":
+    """Sets the residual (or `site`) at `positions` to `values` ([D] |
+    [k,D] | per prompt), e.g. activations captured from another prompt."""
+    return cls("replace", layer, positions, values, decode=decode, name=name,
+               site=site, heads=heads)
 
   @classmethod
   def add(cls, layer: int, positions, vector, *, decode=None,
-          name: str = "") -> "Patch":
+          name: str = "", site: str = "resid_post", heads=None) -> "Patch":
     """Adds `vector` ([D] | [k,D] | per prompt) at `positions` (task or
     steering vectors). With timing every_step a [D] vector is also added at
     every generated token unless `decode` says otherwise."""
-    return cls("add", layer, positions, vector, decode=decode, name=name)
+    return cls("add", layer, positions, vector, decode=decode, name=name,
+               site=site, heads=heads)
 
   @classmethod
   def noise(cls, layer: int, positions, sigma: float, *,
             relative: bool = False, seed: int = 0,
-            name: str = "") -> "Patch":
+            name: str = "", site: str = "resid_post",
+            heads=None) -> "Patch":
     """Adds Gaussian noise N(0, sigma^2 I) at `positions` (absolute), or
     sigma * rms(residual) per position with relative=True."""
     return cls("noise", layer, positions, sigma=float(sigma),
-               relative=bool(relative), seed=int(seed), name=name)
+               relative=bool(relative), seed=int(seed), name=name, site=site,
+               heads=heads)
 
   @classmethod
-  def zero(cls, layer: int, positions, *, name: str = "") -> "Patch":
-    """Sets the residual at `positions` to zero."""
-    return cls("zero", layer, positions, name=name)
+  def zero(cls, layer: int, positions, *, name: str = "",
+           site: str = "resid_post", heads=None) -> "Patch":
+    """Sets the residual (or `site`: zero-ablation) at `positions` to 0."""
+    return cls("zero", layer, positions, name=name, site=site, heads=heads)
 
   @classmethod
   def mean_ablate(cls, layer: int, positions, mean, *, decode=None,
-                  name: str = "") -> "Patch":
-    """Sets the residual at `positions` to `mean` ([D], e.g.
+                  name: str = "", site: str = "resid_post",
+                  heads=None) -> "Patch":
+    """Sets the residual (or `site`) at `positions` to `mean` ([D], e.g.
     `Activations.mean(layer)`, or [k,D] | per prompt)."""
     return cls("mean_ablate", layer, positions, mean, decode=decode,
-               name=name)
+               name=name, site=site, heads=heads)
 
   @classmethod
   def skip(cls, layer: int, positions="all", *, name: str = "") -> "Patch":
@@ -225,14 +260,18 @@ class Patch:
     return cls("zero", 0, [], name=name)
 
   def label(self) -> str:
-    """A short description, e.g. 'replace@3[-1]' (or the name)."""
+    """A short description, e.g. 'replace@3[-1]', 'zero@2.head_out1[-1]'
+    (or the name)."""
     if self.name:
       return self.name
     p = self.positions
     pos = ("all" if p == "all" else "per-prompt" if isinstance(p, list)
            else f"{p.start}:{p.stop}" if isinstance(p, slice)
            else ",".join(map(str, p)))
-    return f"{self.edit}@{self.layer}[{pos}]"
+    site = "" if self.site == "resid_post" else f".{self.site}"
+    if self.heads is not None:
+      site += ",".join(map(str, self.heads))
+    return f"{self.edit}@{self.layer}{site}[{pos}]"
 
   def resolve(self, prompt: int, length: int, n_prompts: int,
               d_model: int):
@@ -307,6 +346,9 @@ def check_patches(lm, patches: Sequence[Patch], timing: str) -> list:
       raise ValueError(f"patch {p.label()}: layer {p.layer} outside the "
                        f"model (blocks 0..{L - 1}, or -1 for the embedding "
                        "output)")
+    if p.heads is not None and max(p.heads) >= lm.config.n_heads:
+      raise ValueError(f"patch {p.label()}: head {max(p.heads)} outside the "
+                       f"model ({lm.config.n_heads} heads)")
     out.append(decode_vector(p, timing, lm.config.d_model))
   return out
 
@@ -320,9 +362,14 @@ def cell_for(patch: Patch, positions, values, decode, slots: int,
   if values is not None:
     vals = np.zeros((1, slots, d_model), np.float32)
     vals[0, positions] = values
+  heads = None
+  if patch.heads is not None:
+    heads = np.zeros((1, max(patch.heads) + 1), bool)
+    heads[0, list(patch.heads)] = True
   return make_cells(patch.edit, [patch.layer], mask, d_model, values=vals,
                     sigma=patch.sigma, relative=patch.relative,
-                    seed=patch.seed, decode_values=decode[None])
+                    seed=patch.seed, decode_values=decode[None],
+                    site=patch.site, heads=heads)
 
 
 def token_ids(lm, prompts) -> list[list[int]]:

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 
 from icl_jax.interventions import sharding
 from icl_jax.interventions.decode import greedy_decode
+from icl_jax.interventions.distributed import to_host
 from icl_jax.interventions.sharding import default_memory_budget
 from icl_jax.interventions.spec import TIMINGS, CellBatch
 from icl_jax.interventions.sweep import clean_run, sweep_layer
@@ -86,8 +87,8 @@ class TargetSet:
 
   def residual(self, index: int) -> np.ndarray:
     """Clean residual at residual index [N,T,D] in slot coordinates."""
-    pre = np.asarray(self.clean["prefix_resid"][index])
-    q = np.asarray(self.clean["query_resid"][index])
+    pre = to_host(self.clean["prefix_resid"][index])
+    q = to_host(self.clean["query_resid"][index])
     return np.concatenate(
         [np.broadcast_to(pre, (self.n,) + pre.shape), q], axis=1)
 
@@ -147,8 +148,9 @@ class Engine:
     self.max_new_tokens = int(max_new_tokens)
     self.stop = stop
     self.timing = timing
-    self.memory_budget = memory_budget or default_memory_budget()
+    # Every device of every process (jax.distributed: the global mesh).
     self.devices = list(devices or jax.devices())
+    self.memory_budget = memory_budget or default_memory_budget(self.devices)
     self.mesh = sharding.cell_mesh(self.devices)
     self.chunk_cells = chunk_cells
     self.compact_min_rows = (default_compaction() if compact_min_rows is None
@@ -253,7 +255,12 @@ class Engine:
       values = np.pad(values, ((0, 0), (0, padw), (0, 0)))
     if not np.isfinite(values).all():
       raise ValueError("patch values contain NaN or inf")
-    return dataclasses.replace(cells, mask=mask, values=values)
+    heads = cells.heads
+    if heads.shape[1] > self.cfg.n_heads:
+      raise ValueError(f"head index {heads.shape[1] - 1} outside the model "
+                       f"({self.cfg.n_heads} heads)")
+    heads = np.pad(heads, ((0, 0), (0, self.cfg.n_heads - heads.shape[1])))
+    return dataclasses.replace(cells, mask=mask, values=values, heads=heads)
 
   def run(self, targets: TargetSet, cells: CellBatch,
           return_logits: bool = False, progress: bool = False) -> SweepResult:
@@ -277,11 +284,15 @@ class Engine:
       from tqdm import tqdm
 
       bar = tqdm(total=C, desc="cells", unit="cell")
-    for layer, idx in sharding.chunk_work(cells.layer, chunk):
+    # Chunks share a layer and a site (both are per-program): grouped by
+    # the key site * (L + 1) + layer + 1.
+    key = cells.site.astype(np.int64) * (self.cfg.n_layers + 1) + cells.layer
+    for _, idx in sharding.chunk_work(key + 1, chunk):
+      layer = int(cells.layer[idx[0]])
       res = self._run_chunk(targets, cells, layer, idx, chunk,
                             (clean, q_len, tables), return_logits)
       for k, v in out.items():
-        v[idx] = np.asarray(res[k])[:len(idx)]
+        v[idx] = to_host(res[k])[:len(idx)]  # all-gathered over processes
       if bar is not None:
         bar.update(len(idx))
     if bar is not None:
@@ -303,11 +314,13 @@ class Engine:
     sub.mask[len(idx):] = False
     shard = sharding.sharded_cells(self.mesh)
     arrays = {f.name: jax.device_put(jnp.asarray(getattr(sub, f.name)), shard)
-              for f in dataclasses.fields(sub) if f.name != "layer"}
+              for f in dataclasses.fields(sub)
+              if f.name not in ("layer", "site")}
     return sweep_layer(self.cfg, self.params, jnp.int32(layer), clean, q_len,
                        arrays, tables, self.max_new_tokens, self.stop, self.timing,
                        return_logits, self.compact_min_rows,
-                       prefix_start(sub.mask, targets.prefix_len))
+                       prefix_start(sub.mask, targets.prefix_len),
+                       int(sub.site[0]))
 
   def _decode(self, tokens, n_gen):
     if self.lm.tokenizer is None:

@@ -8,17 +8,19 @@ rows or engine slots.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
+import jax
+import jax.numpy as jnp
 
 from icl_jax.interventions.api import (Patch, check_patches, answer_ids,
                                        cell_for, resolve_positions, token_ids)
 from icl_jax.interventions.engine import Engine, common_prefix_len
-from icl_jax.interventions.spec import CellBatch
-from icl_jax.models.generation import STOP_RULES
-
-SITES = ("resid", "attn_out", "mlp_out")
+from icl_jax.interventions.spec import SITES, CellBatch, site_index
+from icl_jax.models.decoder import embed, run_blocks
+from icl_jax.models.generation import STOP_RULES, positions_from_mask
 # Bytes of first-token logits held on the host at once (per engine call).
 LOGITS_BUDGET = 512 << 20
 
@@ -35,8 +37,13 @@ class Activations:
   prompt i's tokens 0..lengths[i]-1 (its token t at [.., i, t], as the
   tokenizer returns it), zeros after them. `resid` is the output of block
   `layers[j]` (-1: embedding output); `attn_out` / `mlp_out` (with
-  components=True) are the block's attention / MLP outputs before they
-  are added to the residual (zeros for layer -1).
+  components=True, or sites=) are the block's attention / MLP outputs
+  before they are added to the residual (zeros for layer -1); `head_out`
+  [len(layers), N, T, n_heads, D] (sites=("head_out",)) each head's
+  output z_n W_O[n] (fp32; summed over heads it is the attention output
+  before Gemma's post-attention norm). Sites are named as in `spec.SITES`
+  ("resid" = "resid_post"); head_out reads take `heads` (an int or a list,
+  summed: the group's output as a `Patch(site="head_out")` edits it).
   """
 
   layers: tuple
@@ -45,30 +52,38 @@ class Activations:
   resid: np.ndarray  # [n_layers_captured, N, T, D]
   attn_out: np.ndarray | None = None
   mlp_out: np.ndarray | None = None
+  head_out: np.ndarray | None = None
 
-  def _site(self, layer: int, site: str) -> np.ndarray:
-    if site not in SITES:
-      raise ValueError(f"unknown site {site!r}; known: {SITES}")
-    arr = getattr(self, site)
+  def _site(self, layer: int, site: str, heads=None) -> np.ndarray:
+    site = SITES[site_index(site)]
+    field = "resid" if site == "resid_post" else site
+    arr = getattr(self, field)
     if arr is None:
       raise ValueError(f"{site} was not captured (capture(..., "
-                       "components=True))")
+                       f"sites=[{site!r}]))")
     if layer not in self.layers:
       raise ValueError(f"layer {layer} not captured (have {self.layers})")
-    if site != "resid" and layer < 0:
+    if site != "resid_post" and layer < 0:
       raise ValueError(f"{site} has no layer -1 (the embeddings)")
-    return arr[self.layers.index(layer)]
+    if (heads is None) != (site != "head_out"):
+      raise ValueError("heads= goes with site 'head_out' (and it needs one)")
+    arr = arr[self.layers.index(layer)]
+    if heads is not None:
+      h = [heads] if isinstance(heads, (int, np.integer)) else list(heads)
+      arr = arr[:, :, h].sum(2)
+    return arr
 
-  def prompt(self, i: int, layer: int, site: str = "resid") -> np.ndarray:
+  def prompt(self, i: int, layer: int, site: str = "resid",
+             heads=None) -> np.ndarray:
     """Prompt i's activations [T_i, D] at block `layer`."""
-    return self._site(layer, site)[i, :self.lengths[i]]
+    return self._site(layer, site, heads)[i, :self.lengths[i]]
 
   def values(self, layer: int, positions="all",
-             site: str = "resid") -> list:
+             site: str = "resid", heads=None) -> list:
     """Per prompt, the activations [k_i, D] at `positions` (one spec for
     every prompt, resolved in each prompt's own tokens, or one per prompt):
     directly usable as per-prompt `Patch` values."""
-    arr = self._site(layer, site)
+    arr = self._site(layer, site, heads)
     n = len(self.lengths)
     per = isinstance(positions, (list, tuple)) and len(positions) == n and \
         all(not isinstance(p, (int, np.integer)) for p in positions)
@@ -80,9 +95,10 @@ class Activations:
     return out
 
   def mean(self, layer: int, positions="all",
-           site: str = "resid") -> np.ndarray:
+           site: str = "resid", heads=None) -> np.ndarray:
     """The mean [D] over every prompt's `positions` (for mean ablation)."""
-    return np.concatenate(self.values(layer, positions, site)).mean(0)
+    return np.concatenate(self.values(layer, positions, site,
+                                      heads)).mean(0)
 
 
 def layer_list(lm, layers, lowest: int = -1) -> list:
@@ -103,37 +119,58 @@ def layer_list(lm, layers, lowest: int = -1) -> list:
   return out
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def head_outputs(cfg, params, tokens, mask):
+  """Each head's output z_n W_O[n] [L,B,T,N,D] (fp32) of left-padded
+  tokens [B,T] (the "head_out" site)."""
+  q_pos, key_pos = positions_from_mask(mask)
+  x = embed(cfg, params, tokens)
+  _, _, rec = run_blocks(cfg, params, x, q_pos, key_pos, collect=("z",))
+  wo = params["layers"]["block"]["attn"]["o"]  # [L,N,H,D]
+  # fp32 accumulation, as the head_out edit computes the heads' sum.
+  return jnp.einsum("LBTNH,LNHD->LBTND", rec["z"], wo,
+                    preferred_element_type=jnp.float32)
+
+
 def capture(lm, prompts, layers="all", components: bool = False,
-            batch_size: int = 16) -> Activations:
+            batch_size: int = 16, sites=None) -> Activations:
   """Residuals (and with components=True attention / MLP outputs) of
   `prompts` (strings, or token id lists) at blocks `layers` ("all" = -1 and
-  every block; -1 = the embedding output). Returns `Activations` arrays
-  [len(layers), N, T, D], unpadded token coordinates; see there."""
+  every block; -1 = the embedding output). sites: the sites to capture
+  besides the residual (names of `spec.SITES`; components=True means
+  attn_out and mlp_out). Returns `Activations` arrays [len(layers), N, T,
+  D] ([.., n_heads, D] for head_out), unpadded token coordinates."""
   ids = token_ids(lm, prompts)
   layers = layer_list(lm, layers)
   lengths = np.array([len(s) for s in ids])
   N, T, D = len(ids), int(lengths.max()), lm.config.d_model
   idx = np.asarray(layers)
-  out = {s: np.zeros((len(layers), N, T, D), np.float32)
-         for s in (SITES if components else SITES[:1])}
+  want = {SITES[site_index(s)] for s in (sites or ())}
+  want |= {"attn_out", "mlp_out"} if components else set()
+  want -= {"resid_post"}
+  comps = bool(want & {"attn_out", "mlp_out"})
+  out = {s: np.zeros((len(layers), N, T) + (
+      (lm.config.n_heads, D) if s == "head_out" else (D,)), np.float32)
+         for s in ["resid"] + sorted(want)}
   for b0 in range(0, N, batch_size):
     rows = list(range(b0, min(N, b0 + batch_size)))
     x, mask, lens = lm.pad_left([ids[i] for i in rows])
-    res = lm(x, mask, return_residuals=True, return_components=components,
+    res = lm(x, mask, return_residuals=True, return_components=comps,
              logits=None)
     got = {"resid": np.asarray(res.residuals)[idx + 1]}
-    if components:
-      blk = np.maximum(idx, 0)
-      for s in SITES[1:]:
-        a = np.asarray(getattr(res, s))[blk]
-        a[idx < 0] = 0.0
-        got[s] = a
+    blk = np.maximum(idx, 0)
+    for s in want:
+      a = np.array(getattr(res, s) if s != "head_out" else head_outputs(
+          lm.config, lm.params, jnp.asarray(x), jnp.asarray(mask)))[blk]
+      a[idx < 0] = 0.0
+      got[s] = a
     W = x.shape[1]
     for j, (i, n) in enumerate(zip(rows, lens)):
       for s, a in got.items():
         out[s][:, i, :n] = a[:, j, W - n:]
   return Activations(tuple(layers), lengths, ids, out["resid"],
-                     out.get("attn_out"), out.get("mlp_out"))
+                     out.get("attn_out"), out.get("mlp_out"),
+                     out.get("head_out"))
 
 
 # --------------------------------------------------------------------------

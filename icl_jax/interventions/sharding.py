@@ -16,20 +16,43 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 _REPLICAS = weakref.WeakKeyDictionary()
 
 
-def default_memory_budget() -> int:
-  """Bytes the sweep may use: half a GPU's memory, or a quarter of RAM."""
-  dev = jax.devices()[0]
+def free_device_memory(device) -> int | None:
+  """Bytes still free on an accelerator device (its allocator's
+  bytes_limit - bytes_in_use, so loaded parameters are counted), or None
+  where memory_stats reports nothing (CPU)."""
   try:
-    stats = dev.memory_stats()
-    if stats and "bytes_limit" in stats:
-      return int(stats["bytes_limit"] * 0.5)
+    stats = device.memory_stats()
   except Exception:  # CPU backends may not implement memory_stats
-    pass
-  try:
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  except (ValueError, OSError):
-    ram = 8 << 30
-  return int(ram * 0.25)
+    return None
+  if not stats or "bytes_limit" not in stats:
+    return None
+  return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
+def default_memory_budget(devices=None) -> int:
+  """Bytes one compiled sweep call may use over all `devices` (default:
+  every device). Accelerators: half the free memory of the fullest local
+  device, times the number of devices (cells are sharded evenly over
+  them). CPU (no memory_stats): a quarter of the host's RAM, which its
+  devices share, times the number of processes. With several processes
+  every one gets the smallest answer, so all cut the same chunks."""
+  from icl_jax.interventions import distributed
+
+  devices = list(devices or jax.devices())
+  local = [d for d in devices if d.process_index == jax.process_index()]
+  free = [free_device_memory(d) for d in local or devices[:1]]
+  if all(f is not None for f in free):
+    total = int(min(free) * 0.5) * len(devices)
+  else:
+    try:
+      ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+      ram = 8 << 30
+    total = int(ram * 0.25) * distributed.process_count()
+  if distributed.process_count() == 1:
+    return total
+  # Agreed in MiB (an int32 collective): every process the same budget.
+  return distributed.agree_min(total >> 20) << 20
 
 
 def cell_mesh(devices) -> Mesh:

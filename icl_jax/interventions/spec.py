@@ -19,6 +19,26 @@ the residual's scale at that position), else 1. The named edits:
 
 `decode_values` [D] is what `every_step` timing adds at each generated
 token (with the same a, c, sigma); prompt positions use `values`.
+
+Sites (`SITES`, TransformerLens-like names; `site` [C] indexes them). The
+edit above applies to the residual ("resid_post", the default), or, inside
+block `layer` (>= 0), to one of its components, with out[t] that
+component's value:
+
+    resid_post  block output residual [T,D] (layer -1: embedding output)
+    attn_out    what the attention sub-block adds to the residual (after
+                Gemma's post-attention norm)
+    head_out    the summed output of the heads selected by `heads` [C,N]
+                before that norm: head n's output is z_n W_O[n]
+                (`BTNH,NHD->BTND`, TransformerLens' hook_result); one head
+                per cell for a head sweep, or any group of heads
+    mlp_out     what the MLP sub-block adds (after Gemma's post-MLP norm)
+
+Component edits change what the block adds at the masked positions (for
+head_out, the heads' sum is moved by edited - out, so the other heads stay
+as they were, and unmasked positions are bit-identical). skip (c != 0) is a
+residual edit only; zero / mean_ablate / replace of a component is the
+component ablation or patch.
 """
 
 from __future__ import annotations
@@ -37,6 +57,16 @@ EDITS = ("replace", "add", "noise", "zero", "mean_ablate", "skip")
 #   every_step  - prefill, plus the edit applied to every generated token's
 #                 residual at `layer` (steering).
 TIMINGS = ("prefill", "first_token", "every_step")
+SITES = ("resid_post", "attn_out", "head_out", "mlp_out")
+SITE_ALIASES = {"resid": "resid_post"}
+
+
+def site_index(site: str) -> int:
+  """The index of a site name in SITES ("resid" = "resid_post")."""
+  name = SITE_ALIASES.get(site, site)
+  if name not in SITES:
+    raise ValueError(f"unknown site {site!r}; known: {SITES}")
+  return SITES.index(name)
 
 
 @dataclasses.dataclass
@@ -52,6 +82,15 @@ class CellBatch:
   relative: np.ndarray  # bool [C]
   seed: np.ndarray  # int [C]
   decode_values: np.ndarray  # float [C,D]
+  site: np.ndarray | None = None  # int [C], index into SITES (None: resid)
+  heads: np.ndarray | None = None  # bool [C,N] (head_out; [C,0] otherwise)
+
+  def __post_init__(self):
+    C = int(self.layer.shape[0])
+    if self.site is None:
+      self.site = np.zeros((C,), np.int32)
+    if self.heads is None:
+      self.heads = np.zeros((C, 0), bool)
 
   def __len__(self):
     return int(self.layer.shape[0])
@@ -62,13 +101,19 @@ class CellBatch:
 
   @classmethod
   def concat(cls, batches) -> "CellBatch":
-    return cls(**{f.name: np.concatenate([getattr(b, f.name) for b in batches])
+    batches = list(batches)
+    width = max(b.heads.shape[1] for b in batches)
+    fix = lambda b, n, a: (np.pad(a, ((0, 0), (0, width - a.shape[1])))
+                           if n == "heads" else a)
+    return cls(**{f.name: np.concatenate([fix(b, f.name, getattr(b, f.name))
+                                          for b in batches])
                   for f in dataclasses.fields(cls)})
 
 
 def make_cells(edit: str, layers, masks, d_model: int, values=None,
                sigma=0.0, relative=False, seed=0,
-               decode_values=None) -> CellBatch:
+               decode_values=None, site="resid_post",
+               heads=None) -> CellBatch:
   """Builds a CellBatch for one edit kind.
 
   Args:
@@ -81,6 +126,9 @@ def make_cells(edit: str, layers, masks, d_model: int, values=None,
     relative: noise relative to rms(residual) at each position.
     seed: int or [C]; per-cell noise seeds.
     decode_values: [C,D] added at generated tokens with every_step timing.
+    site: one of SITES (all C cells), or a list of C names.
+    heads: head_out only: int [C] (one head per cell) or bool [C,N] (a
+      group of heads per cell).
   """
   if edit not in EDITS:
     raise ValueError(f"unknown edit {edit!r}; known: {EDITS}")
@@ -111,13 +159,45 @@ def make_cells(edit: str, layers, masks, d_model: int, values=None,
   dv = (np.zeros((C, d_model), np.float32) if decode_values is None else
         np.broadcast_to(np.asarray(decode_values, np.float32),
                         (C, d_model)).copy())
+  sites = np.array([site_index(x) for x in np.broadcast_to(
+      np.asarray(site, object), (C,))], np.int32)
+  head_mask = _head_mask(heads, sites, C)
+  if edit == "skip" and (sites != 0).any():
+    raise ValueError("skip is a residual edit (site resid_post); ablate a "
+                     "component with zero or mean_ablate")
+  if ((sites != 0) & (layers < 0)).any():
+    raise ValueError("component sites need a block (layer >= 0)")
   return CellBatch(
+      site=sites, heads=head_mask,
       layer=layers, mask=masks, values=np.ascontiguousarray(vals),
       a=np.full((C,), a, np.float32), c=np.full((C,), c, np.float32),
       sigma=sig, relative=np.broadcast_to(np.asarray(relative, bool),
                                           (C,)).copy(),
       seed=np.broadcast_to(np.asarray(seed, np.int64), (C,)).astype(np.uint32),
       decode_values=dv)
+
+
+def _head_mask(heads, sites, C):
+  """bool [C,N] from int [C] head indices or a bool [C,N] mask."""
+  is_head = sites == SITES.index("head_out")
+  if heads is None:
+    if is_head.any():
+      raise ValueError("site head_out needs heads= (int [C] or bool [C,N])")
+    return np.zeros((C, 0), bool)
+  h = np.asarray(heads)
+  if h.dtype == bool:
+    h = np.broadcast_to(h, (C, h.shape[-1])).copy()
+  else:
+    idx = np.broadcast_to(h.astype(np.int64), (C,))
+    if (idx < 0).any():
+      raise ValueError(f"head indices must be >= 0, got {idx.tolist()}")
+    h = np.zeros((C, int(idx.max()) + 1), bool)
+    h[np.arange(C), idx] = True
+  if (h.any(1) & ~is_head).any():
+    raise ValueError("heads apply to site head_out only")
+  if (is_head & ~h.any(1)).any():
+    raise ValueError("a head_out cell selects no head")
+  return h
 
 
 def apply_edit(out, inp, mask, values, a, c, sigma, relative, noise):

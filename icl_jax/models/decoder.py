@@ -86,7 +86,11 @@ class Attention(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, cos, sin, q_pos, key_pos, is_sliding, layer_kv, slots):
+  def __call__(self, x, cos, sin, q_pos, key_pos, is_sliding, layer_kv, slots,
+               head_edit=None):
+    """head_edit: None, or `(z [B,T,N,H], wo [N,H,D], a [B,T,D]) -> a`: an
+    edit of the heads' outputs (head n's output is z[..., n, :] @ wo[n],
+    `BTNH,NHD->BTND`) expressed on their sum `a` (the "head_out" site)."""
     c = self.cfg
     D, N, K, H = c.d_model, c.n_heads, c.n_kv_heads, c.head_dim
     R = N // K
@@ -134,9 +138,15 @@ class Attention(nn.Module):
       in_window = (qp - kp) < c.sliding_window
       allowed = allowed & jnp.where(is_sliding, in_window, True)
     s = jnp.where(allowed[:, None, None, :, :], s, _MASK_VALUE)
+    for name, val in (("q", q), ("k", k), ("v", v), ("scores", s)):
+      self.sow("intermediates", name, val)  # read by attribution's QK fix
     probs = jax.nn.softmax(s, axis=-1).astype(values.dtype)
     out = jnp.einsum("BKRTS,BSKH->BTKRH", probs, values).reshape(B, T, N, H)
-    return jnp.einsum("BTNH,NHD->BTD", out, wo), new_kv
+    self.sow("intermediates", "z", out)  # per-head outputs before W_O
+    a = jnp.einsum("BTNH,NHD->BTD", out, wo)
+    if head_edit is not None:
+      a = head_edit(out, wo, a)
+    return a, new_kv
 
 
 class MLP(nn.Module):
@@ -166,8 +176,14 @@ class Block(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, is_sliding, layer_kv, rope, q_pos, key_pos, slots):
+  def __call__(self, x, is_sliding, layer_kv, rope, q_pos, key_pos, slots,
+               site_edit=None):
+    """site_edit: None, or a dict of edits of this block's components (see
+    `run_blocks`): "head_out" (`Attention`'s head_edit), "attn_out" /
+    "mlp_out" (`value [B,T,D] -> value`, after Gemma's post-norms, i.e.
+    what is added to the residual)."""
     c = self.cfg
+    site_edit = site_edit or {}
     (cos_g, sin_g), (cos_l, sin_l) = rope
     cos = jnp.where(is_sliding, cos_l, cos_g)
     sin = jnp.where(is_sliding, sin_l, sin_g)
@@ -175,14 +191,19 @@ class Block(nn.Module):
                                 name=name)
     h = norm("attn_norm")(x)
     a, new_kv = Attention(c, self.param_dtype, name="attn")(
-        h, cos, sin, q_pos, key_pos, is_sliding, layer_kv, slots)
+        h, cos, sin, q_pos, key_pos, is_sliding, layer_kv, slots,
+        head_edit=site_edit.get("head_out"))
     if c.post_norms:
       a = norm("post_attn_norm")(a)
+    if "attn_out" in site_edit:
+      a = site_edit["attn_out"](a)
     x = x + a
     h = norm("mlp_norm")(x)
     m = MLP(c, self.param_dtype, name="mlp")(h)
     if c.post_norms:
       m = norm("post_mlp_norm")(m)
+    if "mlp_out" in site_edit:
+      m = site_edit["mlp_out"](m)
     x = x + m
     self.sow("intermediates", "attn_out", a)
     self.sow("intermediates", "mlp_out", m)
@@ -308,6 +329,12 @@ def collect_components(intermediates):
   return intermediates["attn_out"][0], intermediates["mlp_out"][0]
 
 
+# What `run_blocks(collect=...)` can record per block. Attention internals
+# (q [B,T,N,H], k / v [B,T,K,H] after RoPE, masked fp32 scores [B,K,R,T,T])
+# only without a cache (the chunk's own keys).
+RECORDS = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v", "scores")
+
+
 def params_dtype(params):
   """The dtype of a parameter tree (its first leaf's)."""
   return jax.tree_util.tree_leaves(params)[0].dtype
@@ -328,7 +355,7 @@ def final_logits(cfg: DecoderConfig, params, x):
 
 def run_blocks(cfg: DecoderConfig, params, x, q_pos, key_pos, *, start=0,
                stop=None, cache=None, slots=None, key_pos_at=None, edit=None,
-               collect=False):
+               site_edit=None, collect=False):
   """Runs blocks [start, stop) on x [B,T,D] (the input of block `start`).
 
   The one block loop of the decoder (`models.blocks.block_loop`).
@@ -343,11 +370,17 @@ def run_blocks(cfg: DecoderConfig, params, x, q_pos, key_pos, *, start=0,
     key_pos_at: None, or `l -> key_pos [B,S]`: the key positions block l
       attends per (e.g. a knockout at some blocks).
     edit: None, or `(l, x_in, y) -> y` applied to block l's output.
+    site_edit: None, or `l -> dict` of block l's component edits (see
+      `Block`; keys "head_out", "attn_out", "mlp_out"; l may be traced).
     collect: also return {"resid", "attn_out", "mlp_out"}: [L,B,T,D] each
-      (rows of blocks outside [start, stop) are zero).
+      (rows of blocks outside [start, stop) are zero); or a tuple of names
+      from RECORDS ("z": per-head attention outputs before W_O,
+      [L,B,T,N,H]).
   Returns:
     (x, cache), or (x, cache, records) with `collect`.
   """
+  if collect and collect is not True and set(collect) - set(RECORDS):
+    raise ValueError(f"collect: unknown records {collect}; known: {RECORDS}")
   stop = cfg.n_layers if stop is None else stop
   block = Block(cfg, params_dtype(params), parent=None)
   is_sliding = jnp.asarray(cfg.is_sliding)
@@ -359,11 +392,15 @@ def run_blocks(cfg: DecoderConfig, params, x, q_pos, key_pos, *, start=0,
       kv = {n: jax.lax.dynamic_index_in_dim(cache[n], l, 0, keepdims=False)
             for n in ("k", "v")}
     kp = key_pos if key_pos_at is None else key_pos_at(l)
-    args = ({"params": p}, x, is_sliding[l], kv, rope, q_pos, kp, slots)
+    args = ({"params": p}, x, is_sliding[l], kv, rope, q_pos, kp, slots,
+            None if site_edit is None else site_edit(l))
     extras = None
-    if collect:
+    if names:
       (y, new_kv), st = block.apply(*args, mutable=["intermediates"])
-      extras = {k: st["intermediates"][k][0] for k in ("attn_out", "mlp_out")}
+      inter = st["intermediates"]
+      got = {"attn_out": inter["attn_out"][0], "mlp_out": inter["mlp_out"][0],
+             **{k: v[0] for k, v in inter["attn"].items()}}
+      extras = {k: got[k] for k in names if k != "resid"}
     else:
       y, new_kv = block.apply(*args)
     if cache is not None:
@@ -372,10 +409,16 @@ def run_blocks(cfg: DecoderConfig, params, x, q_pos, key_pos, *, start=0,
                for n in ("k", "v")}
     return y, cache, extras
 
+  names = (RECORDS[:3] if collect is True else tuple(collect or ()))
   records = None
-  if collect:
-    records = {k: jnp.zeros((cfg.n_layers,) + x.shape, x.dtype)
-               for k in ("resid", "attn_out", "mlp_out")}
+  if names:
+    B, T = x.shape[:2]
+    N, K, H = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    shapes = {"z": (B, T, N, H), "q": (B, T, N, H), "k": (B, T, K, H),
+              "v": (B, T, K, H), "scores": (B, K, N // K, T, T)}
+    records = {k: jnp.zeros((cfg.n_layers,) + shapes.get(k, x.shape),
+                            jnp.float32 if k == "scores" else x.dtype)
+               for k in names}
   x, cache, records = block_loop(apply_block, params["layers"]["block"], x,
                                  start, stop, state=cache, edit=edit,
                                  records=records)

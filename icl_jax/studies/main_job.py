@@ -86,6 +86,10 @@ def write_summary_files(out_dir, text: str, info: dict) -> None:
   import json
   from pathlib import Path
 
+  from icl_jax.interventions.distributed import is_primary
+
+  if not is_primary():  # multi-process runs: process 0 writes
+    return
   out = Path(out_dir)
   (out / "main_summary.txt").write_text(text + "\n")
   (out / "main_summary.json").write_text(json.dumps(info, indent=1))
