@@ -74,6 +74,28 @@ def define_probe_flags(n: int, n_help: str):
   flags.DEFINE_integer("batch_size", 16, "prompts per forward", lower_bound=1)
 
 
+def define_td_flags():
+  """The task-decodability flags shared by task_decodability and han_td:
+  --knn, --logistic, --logistic_max_iter, --batch_size."""
+  flags.DEFINE_integer("knn", 10, "neighbours of the kNN vote (Han: 10)",
+                       lower_bound=1)
+  flags.DEFINE_bool("logistic", True,
+                    "also a held-out logistic probe per layer (5-fold, C=1)")
+  flags.DEFINE_integer("logistic_max_iter", 100,
+                       "L-BFGS iteration cap of the logistic probe",
+                       lower_bound=1)
+  flags.DEFINE_integer("batch_size", 16, "prompts per forward",
+                       lower_bound=1)
+
+
+def check_han_families(families) -> list:
+  """--families of the Han et al. scripts (a clear error otherwise)."""
+  from icl_jax.studies.study import check_choices
+  from icl_jax.tasks import han
+
+  return check_choices(families, han.FAMILIES, "--families")
+
+
 def define_task_flags(n: int, n_help: str, *, layers: str = "all",
                       layers_help: str = LIST_LAYERS_HELP):
   """Per-task studies without modes: model flags, --tasks (default: the 8

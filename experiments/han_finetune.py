@@ -71,26 +71,18 @@ REDUCED = {"n_train": 64, "batch_size": 4, "steps": 16, "n_eval": 10}
 
 def main(argv):
   del argv
-  from icl_jax.studies.study import quiet_logs
+  from icl_jax.studies.study import check_choices, quiet_logs
 
   quiet_logs()
-  bad = [a for a in F.arms if a not in hft.ARMS]
-  bad += [f for f in F.families if f not in ("pos", "bitwise")]
-  if bad:
-    raise app.UsageError(f"unknown --arms / --families: {bad}")
+  check_choices(F.arms, hft.ARMS, "--arms")
+  common.check_han_families(F.families)
   if F.reduced:
     for k, v in REDUCED.items():
       if not F[k].present:
         F[k].value = v
   lm = common.load_model(hft.EXPERIMENT)
-  layers = {}
-  for f in F.families:
-    if F.layer >= 0:
-      layers[f] = F.layer
-    elif F.td_dir:
-      layers[f] = htv.peak_layer(F.td_dir, f, F.model)
-    else:
-      layers[f] = htv.fixed_layer(lm.n_layers)
+  layers = htv.layers_by_family(F.families, F.layer, F.td_dir, F.model,
+                                lm.n_layers)
   _, t = hft.run(lm, model=F.model, families=F.families, arms=F.arms,
                  layers=layers, n_train=F.n_train, n_eval=F.n_eval,
                  shots=F.shots, batch_size=F.batch_size, lr=F.lr,

@@ -56,22 +56,14 @@ F = flags.FLAGS
 
 def main(argv):
   del argv
-  from icl_jax.studies.study import quiet_logs
+  from icl_jax.studies.study import check_choices, quiet_logs
 
   quiet_logs()
-  bad = [p for p in F.positions if p not in htv.POSITION_SETS]
-  bad += [f for f in F.families if f not in ("pos", "bitwise")]
-  if bad:
-    raise app.UsageError(f"unknown --positions / --families: {bad}")
+  check_choices(F.positions, htv.POSITION_SETS, "--positions")
+  common.check_han_families(F.families)
   lm = common.load_model(htv.EXPERIMENT)
-  layers = {}
-  for f in F.families:
-    if F.layer >= 0:
-      layers[f] = F.layer
-    elif F.td_dir:
-      layers[f] = htv.peak_layer(F.td_dir, f, F.model)
-    else:
-      layers[f] = htv.fixed_layer(lm.n_layers)
+  layers = htv.layers_by_family(F.families, F.layer, F.td_dir, F.model,
+                                lm.n_layers)
   _, s = htv.run(lm, model=F.model, families=F.families, layers=layers,
                  n=F.n, n_source=F.n_source, shots=F.shots,
                  seeds=[int(x) for x in F.seeds], position_sets=F.positions,

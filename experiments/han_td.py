@@ -39,16 +39,9 @@ flags.DEFINE_list("shots", ["1", "4", "10"], "demos per prompt")
 flags.DEFINE_integer("peak_shots", 4,
                      "shot count whose mean-TD peak layer is used for the "
                      "TD-vs-accuracy fit (Han: 4)", lower_bound=1)
-flags.DEFINE_integer("knn", 10, "neighbours of the kNN vote (Han: 10)",
-                     lower_bound=1)
+common.define_td_flags()
 flags.DEFINE_integer("null_perms", 20, "label permutations of the null band",
                      lower_bound=1)
-flags.DEFINE_bool("logistic", True,
-                  "also a held-out logistic probe per layer (5-fold, C=1)")
-flags.DEFINE_integer("logistic_max_iter", 100,
-                     "L-BFGS iteration cap of the logistic probe",
-                     lower_bound=1)
-flags.DEFINE_integer("batch_size", 16, "prompts per forward", lower_bound=1)
 flags.DEFINE_integer("max_new_tokens", 8, "generated tokens per prompt",
                      lower_bound=1)
 F = flags.FLAGS

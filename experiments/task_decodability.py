@@ -62,14 +62,7 @@ flags.DEFINE_list("family",
                   "a confusable sub-family (shared inputs) whose TD is also "
                   "computed among its own tasks only (Han et al.'s setting); "
                   "empty to skip")
-flags.DEFINE_integer("knn", 10, "neighbours of the kNN vote (Han: 10)",
-                     lower_bound=1)
-flags.DEFINE_bool("logistic", True,
-                  "also a held-out logistic probe per layer (5-fold, C=1)")
-flags.DEFINE_integer("logistic_max_iter", 100,
-                     "L-BFGS iteration cap of the logistic probe",
-                     lower_bound=1)
-flags.DEFINE_integer("batch_size", 16, "prompts per forward", lower_bound=1)
+common.define_td_flags()
 F = flags.FLAGS
 
 

@@ -44,6 +44,21 @@ VECTORS = ("task", "null")
 DEFAULT_FRACTION = 0.44
 
 
+def layers_by_family(families, layer: int, td_dir: str, model: str,
+                     n_layers: int) -> dict:
+  """{family: layer}: `layer` if >= 0, else han_td's 4-shot peak read from
+  `td_dir` if given, else the fixed depth fraction (`fixed_layer`)."""
+  out = {}
+  for f in families:
+    if layer >= 0:
+      out[f] = layer
+    elif td_dir:
+      out[f] = peak_layer(td_dir, f, model)
+    else:
+      out[f] = fixed_layer(n_layers)
+  return out
+
+
 def fixed_layer(n_layers: int) -> int:
   from icl_jax.studies.layers import layer_at_fraction
 
