@@ -22,17 +22,23 @@ from icl_jax.models.lm import LanguageModel
 MAX_NEW = 6
 
 
-def tiny_lm(family="gemma3_text", seed=0):
+def tiny_config(family="gemma3_text", n_kv=2):
+  """A 4-layer, 4-head tiny config of `family` with `n_kv` K/V heads (Gemma
+  3: sliding window 6, alternating sliding/full layers)."""
   extra = {}
   if family == "gemma3_text":
     extra = dict(sliding_window=6, query_pre_attn_scalar=8,
                  layer_types=["sliding_attention", "full_attention",
                               "sliding_attention", "full_attention"])
-  cfg = config_from_hf(dict(
+  return config_from_hf(dict(
       model_type=family, vocab_size=53, hidden_size=32, intermediate_size=64,
-      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=n_kv,
       head_dim=8, max_position_embeddings=128, eos_token_id=1,
       pad_token_id=0, **extra))
+
+
+def tiny_lm(family="gemma3_text", seed=0):
+  cfg = tiny_config(family)
   params = init_params(cfg, jax.random.PRNGKey(seed))
   # Larger weights: peaky logits, so greedy choices are not near-ties.
   params = jax.tree_util.tree_map(lambda x: x * 5.0, params)

@@ -15,9 +15,9 @@ from icl_jax.interventions.naive import (naive_block,
                                          naive_component_logits)
 from icl_jax.interventions.spec import CellBatch, make_cells
 from icl_jax.models.blocks import layer_params
-from icl_jax.models.config import config_from_hf
 from icl_jax.models.decoder import embed, init_params, run_blocks
 from icl_jax.models.lm import LanguageModel
+from tests.interventions.test_engine_exact import tiny_config
 
 MAX_NEW = 3
 # family, n_kv_heads: GQA with post-norms / QK-norm / sliding (Gemma 3),
@@ -26,16 +26,7 @@ FAMILIES = [("gemma3_text", 2), ("llama", 4), ("qwen2", 1)]
 
 
 def tiny(family, n_kv, seed=0):
-  extra = {}
-  if family == "gemma3_text":
-    extra = dict(sliding_window=6, query_pre_attn_scalar=8,
-                 layer_types=["sliding_attention", "full_attention",
-                              "sliding_attention", "full_attention"])
-  cfg = config_from_hf(dict(
-      model_type=family, vocab_size=53, hidden_size=32, intermediate_size=64,
-      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=n_kv,
-      head_dim=8, max_position_embeddings=128, eos_token_id=1,
-      pad_token_id=0, **extra))
+  cfg = tiny_config(family, n_kv)
   params = init_params(cfg, jax.random.PRNGKey(seed))
   # Larger weights (peaky logits); random biases so Qwen's are exercised.
   params = jax.tree_util.tree_map(
