@@ -17,6 +17,11 @@ biased upward when it is estimated on the prompts that picked it.
   prompts), so selection and estimate never see the same prompt.
 * `best_layer_spread`: bootstrap over prompts of the argmax layer: how often
   each layer wins and a percentile interval of the best layer's depth.
+* `prompt_columns` / `pooled_rate`: the cells of several pairs on one
+  [cells, distinct prompts] matrix (NaN where a cell did not score a
+  prompt) and their pooled rate with a prompt-resampling interval.
+* `layer_prompt_matrix`: the [layers, pairs x prompts] outcomes that
+  `split_half_best` and `best_layer_spread` read.
 """
 
 from __future__ import annotations
@@ -134,3 +139,70 @@ def best_layer_spread(by_layer, layers: Sequence[int], n_layers: int,
            for i in np.unique(wins)}
   return {"layer": int(layers[best]), "depth": float(layers[best] / n_layers),
           "depth_lo": float(lo), "depth_hi": float(hi), "win_share": share}
+
+
+def prompt_columns(rows: Sequence[dict], label: str = "transfer"):
+  """(matrix, strata): matrix [len(rows), P] over every distinct prompt of
+  the rows (a prompt = (target task, index, query): pairs with the same
+  target task reuse one prompt set), 1.0 where that row's prompt was
+  `label`, NaN where the row did not score it; strata [P] numbers the target
+  tasks (different prompt sets). Rows without examples are skipped."""
+  rows = [r for r in rows if r.get("examples")]
+  cols: dict[tuple, int] = {}
+  for r in rows:
+    for i, ex in enumerate(r["examples"]):
+      cols.setdefault((str(r.get("target_task")), i, ex.get("query")),
+                      len(cols))
+  m = np.full((len(rows), len(cols)), np.nan)  # [cells, P]
+  for c, r in enumerate(rows):
+    for i, ex in enumerate(r["examples"]):
+      key = (str(r.get("target_task")), i, ex.get("query"))
+      m[c, cols[key]] = float(ex.get("label") == label)
+  tasks = sorted({k[0] for k in cols})
+  strata = np.array([tasks.index(k[0]) for k in cols], dtype=np.int64)
+  return m, strata
+
+
+def pooled_rate(rows: Sequence[dict], label: str = "transfer",
+                seed: int = 0) -> dict | None:
+  """Pooled rate of `label` over the cells `rows` with a 95% interval that
+  resamples prompts (`cluster_bootstrap` over `prompt_columns`). Where the
+  bootstrap is degenerate (no prompt, or every prompt, was `label`) the
+  interval is widened to Wilson's at the number of distinct prompts (the
+  independent units), never at the number of cells x prompts.
+
+  Returns {"mean", "lo", "hi", "prompts", "cells", "k_cells" (cells with
+  any `label`)} or None when no row holds examples."""
+  m, strata = prompt_columns(rows, label)
+  if m.size == 0:
+    return None
+  mu, lo, hi = cluster_bootstrap(m, strata, seed=seed)
+  p = m.shape[1]
+  wlo, whi = wilson_interval(int(round(mu * p)), p)
+  if lo == hi:
+    lo, hi = min(lo, wlo), max(hi, whi)
+  return {"mean": mu, "lo": lo, "hi": hi, "prompts": p, "cells": m.shape[0],
+          "k_cells": int(np.sum(np.nansum(m, 1) > 0))}
+
+
+def layer_prompt_matrix(rows: Sequence[dict], label: str = "transfer"):
+  """(layers, by_layer [L, P]): per prompt column (pair x prompt index) the
+  outcome at each layer, for `split_half_best` / `best_layer_spread`. Every
+  (pair, layer) cell must score the same N prompts; pairs missing a layer
+  make that layer NaN for their columns, and such layers are dropped."""
+  pairs = sorted({(str(r.get("source_task")), str(r.get("target_task")))
+                  for r in rows if r.get("examples")})
+  layers = sorted({r["layer"] for r in rows if isinstance(r.get("layer"),
+                                                          int)})
+  cell = {(str(r.get("source_task")), str(r.get("target_task")),
+           r.get("layer")): r for r in rows if r.get("examples")}
+  n = max((len(r["examples"]) for r in cell.values()), default=0)
+  m = np.full((len(layers), len(pairs) * n), np.nan)  # [L, pairs * N]
+  for li, layer in enumerate(layers):
+    for pi, (s, t) in enumerate(pairs):
+      r = cell.get((s, t, layer))
+      if r is not None and len(r["examples"]) == n:
+        m[li, pi * n:(pi + 1) * n] = [float(ex.get("label") == label)
+                                      for ex in r["examples"]]
+  keep = np.all(np.isfinite(m), axis=1)
+  return [l for l, k in zip(layers, keep) if k], m[keep]

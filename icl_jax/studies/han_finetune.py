@@ -34,6 +34,8 @@ import math
 
 import numpy as np
 
+from icl_jax.interventions.distributed import is_primary
+
 EXPERIMENT = "han_finetune"
 ARMS = ("pretrained", "ft_first", "ft_last", "prompting")
 # Han et al.'s Table 1 (Llama-3.1-8B; mean +- std over the 6 tasks):
@@ -215,7 +217,8 @@ def finetune(lm, run_path, family, arm, *, n_train, shots, batch_size, lr,
   prev = run_dir / "info.json"
   if prev.exists() and res["seconds_per_step"] is None:
     info = json.loads(prev.read_text())  # training finished earlier
-  prev.write_text(json.dumps(info, indent=1))
+  if is_primary():  # jax.distributed: process 0 writes files
+    prev.write_text(json.dumps(info, indent=1))
   merged = lora.merge(lm.params, res["adapter"], lcfg)
   return LanguageModel(lm.config, merged, lm.tokenizer,
                        name=f"{lm.name}+lora_{arm}",
@@ -324,7 +327,8 @@ def run(lm, *, model, families, arms, layers: dict, n_train, n_eval, shots,
     study.add([dict(r, model=model) for r in rows])
     study.tick(note=f"{f}/{a}")
   t = table1(study.rows(), families, arms)
-  (study.path / "table1.md").write_text(table1_markdown(t, model))
+  if is_primary():  # jax.distributed: process 0 writes files
+    (study.path / "table1.md").write_text(table1_markdown(t, model))
   if t:
     plot_table1(t, study.path / "table1.png", model)
   training = {}

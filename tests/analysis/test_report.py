@@ -109,16 +109,18 @@ def test_report_answers_computed_from_rows(synthetic, tmp_path):
   exp8 = text.split("### exp8")[1].split("###")[0]
   assert "No separate exp8 run" in exp8 and "all_demo" in exp8
   q1 = text.split("## 1.")[1].split("## 2.")[0]
-  assert "| model-a | faithful | **yes** | all_demo L5 (depth 0.28)" in q1
-  assert "| model-a | aligned | **yes** | all_demo L9 (depth 0.50)" in q1
+  assert "| model-a | faithful | **reproduced** | all_demo L5 (depth 0.28)" \
+      in q1
+  assert "| model-a | aligned | **reproduced** | all_demo L9 (depth 0.50)" \
+      in q1
   q2 = text.split("## 2.")[1].split("## 3.")[0]
   assert q2.count("**zero**") == 3  # faithful prefill, faithful D2, aligned
   assert "0/720" in q2
-  q3 = text.split("## 3.")[1].split("## Experiments")[0]
-  depth_line = next(l for l in q3.splitlines() if "~30% depth" in l)
-  assert "holds as run only" in depth_line
-  single = next(l for l in q3.splitlines() if "single-position" in l)
-  assert "survives the corrections" in single
+  summary = text.split("## Summary")[1].split("## What was run")[0]
+  depth_line = next(l for l in summary.splitlines() if "~30% depth" in l)
+  assert "**artifact**" in depth_line  # depth 0.28 as run, 0.50 corrected
+  single = next(l for l in summary.splitlines() if "single-position" in l)
+  assert "**reproduced**" in single and "corrected:" not in single
   # specific sections, reference numbers beside ours, artifacts
   assert "| uppercase | 0.90 [" in text  # ours (Wilson) beside ...
   assert "0.96 | 0.90 | 0.94 | 0.96" in text  # ... the original's exp1 row
@@ -165,9 +167,11 @@ def test_report_leaves_out_cells_that_patched_nothing(synthetic, tmp_path):
   q2 = text.split("## 2.")[1].split("## 3.")[0]
   aligned = next(l for l in q2.splitlines() if "| aligned |" in l)
   assert "**not measured**" in aligned and "0 of 36" in aligned
-  q3 = text.split("## 3.")[1].split("## Experiments")[0]
-  single = next(l for l in q3.splitlines() if "single-position" in l)
-  assert "nothing patched" in single and "holds as run" in single
+  summary = text.split("## Summary")[1].split("## What was run")[0]
+  single = next(l for l in summary.splitlines() if "single-position" in l)
+  assert "| nothing patched |" in single
+  assert "**reproduced**; corrected: not testable here (no cell patched" \
+      in single
 
 
 def test_report_with_nothing_run(tmp_path):
@@ -556,8 +560,9 @@ def test_unknown_experiment_names_are_not_guessed(synthetic, tmp_path):
   text = REP.build_report([synthetic], tmp_path / "R.md")
   assert "### knockout_demo (`knockout_demo`)\n" in text
   assert "(`knockout_demo`)" not in text.split("### exp10")[1].split("\n")[0]
-  # sections of unknown names come after every study experiment's
-  assert text.index("(`knockout_demo`)") > text.index("(`task_decodability`)")
+  # sections of unknown names come after every study experiment's (Han
+  # et al.'s have their own section, after these)
+  assert text.index("(`knockout_demo`)") > text.index("(`demo_zeroing`)")
 
 
 def test_reference_numbers_are_one_data_table():

@@ -4,11 +4,14 @@
 directory per experiment, DESIGN.md rows; any number of roots, e.g. one per
 model), groups rows by their `experiment` field and renders:
 
+  0. the summary table (`summary`): every headline claim, the original's
+     number, ours per model and mode with an interval that respects prompt
+     reuse, N and pairs, and a verdict from one rule (`verdicts`);
   1. what was run (models, experiments, "not run" for the study's others);
   2. the three questions, answered from the data (no hard-coded numbers):
      does multi-position transfer exist in faithful mode, in aligned mode,
      and at which depth fraction; is single-position transfer zero under a
-     like-for-like decoder; which headline numbers survive the corrections;
+     like-for-like decoder; which headline numbers reproduce (the summary);
   3. one section per experiment: our numbers (both modes, every model)
      beside the original's (`reference.py`, loading
      `report/reference_numbers.json`), plots, and where the original's
@@ -24,14 +27,13 @@ mode/condition x layer, or the rows' numeric fields).
 
 Modules: `data` (loading rows), `verdicts` (the verdict rules), `names`
 (experiment names -> study ids), `markdown` (rendering helpers),
-`questions` and `headlines` (questions 1-3), `transfer`, `accuracy`,
+`questions` (questions 1-2), `headlines` and `summary` (the summary
+table), `transfer`, `accuracy`,
 `similarity`, `generic` and `snippets` (the per-experiment sections),
 `artifacts`, `inventory`, `build` (`build_report`).
 
-Thresholds used in verdicts (stated in the report): an effect "exists" when
-the Wilson 95% lower bound of the best cell is >= 0.20 ("weak" when >= 0.05);
-a rate "is zero" when no prompt transferred, "near zero" when the pooled rate
-is < 0.02 and no cell exceeds 0.20; a depth claim holds within +-0.10.
+The verdict rule and its constants are in `verdicts` (its docstring and
+`rule_text`, which REPORT.md prints above the summary table).
 """
 
 from icl_jax.analysis.report.build import build_report

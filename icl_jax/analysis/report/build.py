@@ -10,7 +10,7 @@ from icl_jax.analysis import reference as R
 from icl_jax.analysis.report.accuracy import render_baseline, render_exp14
 from icl_jax.analysis.report.data import Data
 from icl_jax.analysis.report.generic import render_generic
-from icl_jax.analysis.report.headlines import answer_headlines
+from icl_jax.analysis.report.han import HAN_EXPERIMENTS, han_section
 from icl_jax.analysis.report.inventory import inventory
 from icl_jax.analysis.report.markdown import images, short_model
 from icl_jax.analysis.report.names import (KNOWN, MAIN_PARTS, section_key,
@@ -18,12 +18,14 @@ from icl_jax.analysis.report.names import (KNOWN, MAIN_PARTS, section_key,
 from icl_jax.analysis.report.questions import answer_multi, answer_single
 from icl_jax.analysis.report.similarity import (render_exp6, render_exp19,
                                                render_exp28)
-from icl_jax.analysis.report.snippets import REFERENCE_SNIPPETS
+from icl_jax.analysis.report.snippets import (PAIR_SNIPPETS,
+                                             REFERENCE_SNIPPETS)
+from icl_jax.analysis.report.summary import render_summary
 from icl_jax.analysis.report.transfer import (render_exp8, render_exp23,
                                              render_exp27, render_exp29,
                                              render_exp30, render_exp31,
                                              render_exp32, render_exp33,
-                                             render_main)
+                                             render_main, ours_by_model)
 
 RENDERERS = {
     "baseline": render_baseline, "multi_position": render_exp8,
@@ -65,7 +67,7 @@ def build_report(roots: Sequence[str | Path], out: str | Path = "REPORT.md",
            "(its index formulas, absolute indices, its scorers); 'aligned' "
            "= token-exact positions mapped by (demo, role, index), never "
            "into the query, strict scorers.\n",
-           "## What was run\n", inventory(data)]
+           render_summary(data), "## What was run\n", inventory(data)]
   parts.append("## 1. Does multi-position transfer exist, and at which "
                "depth?\n")
   t1, _ = answer_multi(data)
@@ -74,9 +76,9 @@ def build_report(roots: Sequence[str | Path], out: str | Path = "REPORT.md",
                "decoder?\n")
   t2, _ = answer_single(data)
   parts.append(t2)
-  parts.append("## 3. Which of the original's headline numbers survive the "
-               "corrections?\n")
-  parts.append(answer_headlines(data))
+  parts.append("## 3. Which of the original's headline numbers reproduce?\n")
+  parts.append("See the summary table at the top (one row per claim and "
+               "model, verdicts from the rule stated there).\n")
   parts.append("## Experiments\n")
   for name, sid, title_, sec in KNOWN:
     head = f"### {sid}: {title_} (protocol {sec})\n"
@@ -98,6 +100,7 @@ def build_report(roots: Sequence[str | Path], out: str | Path = "REPORT.md",
       continue
     parts += [head, _render_or_generic(RENDERERS[name], data, name, rows)]
   parts += _other_sections(data)
+  parts += han_section(data)
   parts += _artifacts_section(data)
   text = "\n".join(parts)
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +112,7 @@ def _other_sections(data: Data) -> list[str]:
   """Heading and body of every experiment outside KNOWN, in study order;
   names outside `names.STUDY_IDS` under their own name."""
   parts = []
-  known = {k for k, *_ in KNOWN} | set(MAIN_PARTS)
+  known = {k for k, *_ in KNOWN} | set(MAIN_PARTS) | set(HAN_EXPERIMENTS)
   for name in sorted(set(data.rows) - known, key=section_key):
     sid, t = study_id(name)
     head = f"### {sid + ': ' if sid else ''}{t or name} (`{name}`)\n"
@@ -121,6 +124,8 @@ def _other_sections(data: Data) -> list[str]:
       body = render_generic(data, name, data.get(name))
     if sid in REFERENCE_SNIPPETS:
       body += "\n" + REFERENCE_SNIPPETS[sid]() + "\n"
+    if sid in PAIR_SNIPPETS:
+      body += ours_by_model(data, data.get(name), [name]) + ".\n"
     parts += [head, body]
   return parts
 

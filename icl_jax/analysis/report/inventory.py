@@ -1,5 +1,6 @@
 """'What was run': one line per experiment found (rows, models, modes,
-configuration, directory) and the study's experiments not run."""
+configuration, directory), the study's experiments not run, and the
+provenance table (commit, model file, seeds, N, run time: `provenance`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from icl_jax.analysis.report.data import Data
 from icl_jax.analysis.report.markdown import md_table, short_model
 from icl_jax.analysis.report.names import (KNOWN, MAIN_PARTS,
                                            STUDY_EXPERIMENTS, study_id)
+from icl_jax.analysis.report.provenance import provenance
 
 
 def _config_brief(d: Path) -> str:
@@ -69,4 +71,4 @@ def inventory(data: Data) -> str:
              if sid not in ran_ids]
   if missing:
     text += "\nNot run (no results found): " + ", ".join(missing) + ".\n"
-  return text
+  return text + "\n" + provenance(data)

@@ -42,7 +42,8 @@ REFERENCE_SNIPPETS = {
                       "(prefill only): " + ", ".join(
                           f"L{l} {v:.3f}" for l, v in
                           R.EXP12_MEAN_DROP.items()) + "."),
-    "exp13": lambda: ("Original transfer (answer-token positions, N=20): " +
+    "exp13": lambda: ("Original transfer (answer-token positions, original "
+                      f"N={R.EXP13_N}, {len(R.EXP13)} pair(s)): " +
                       "; ".join(f"{s}->{t} " + "/".join(
                           f"{v:.2f}" for v in d.values())
                           for (s, t), d in R.EXP13.items()) +
@@ -51,6 +52,11 @@ REFERENCE_SNIPPETS = {
     "exp14": lambda: ("Original: mean task accuracy " + ", ".join(
         f"k={k} {v[0]:.3f}" for k, v in R.EXP14.items()) +
                       "; transfer constant 0.333 (scorer artifact)."),
-    "exp15": lambda: ("Original transfer: " + ", ".join(
+    "exp15": lambda: (f"Original transfer (L{R.EXP15_LAYER}, original "
+                      f"N={R.EXP15_N}, {len(R.EXP15)} pair(s)): " + ", ".join(
         f"{s}->{t} {v:.2f}" for (s, t), v in R.EXP15.items()) + "."),
 }
+
+# Sections whose sentence above compares transfer per pair: the report
+# states our N and pair count beside it (`transfer.ours_by_model`).
+PAIR_SNIPPETS = ("exp13", "exp15")

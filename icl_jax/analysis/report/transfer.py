@@ -1,17 +1,29 @@
 """Sections of the transfer experiments: the main job (every layer), exp8,
-exp23, exp27, exp29-33, each beside the original's numbers."""
+exp23, exp27, exp29-33, each beside the original's numbers. Every row
+compared with the original's number states N (prompts per cell) and the
+number of pairs for ours and for the original (`verdicts.sizes`)."""
 
 from __future__ import annotations
 
 from icl_jax.analysis import reference as R
 from icl_jax.analysis.report.artifacts import artifact_notes, plots_and_notes
 from icl_jax.analysis.report.data import Data
+from icl_jax.analysis.report.headlines import pooled
 from icl_jax.analysis.report.markdown import (best_layer, counts, depth, f2,
                                               images, md_table, mean,
                                               model_mode_rows, short_model,
                                               transfer_grid)
 from icl_jax.analysis.report.names import MAIN_PARTS, MULTI
+from icl_jax.analysis.report.verdicts import (EFFECT_FLOOR, MIN_PROMPTS,
+                                              judge, sizes, sizes_text)
 from icl_jax.analysis.stats import wilson_interval
+
+
+def ours_by_model(data: Data, rows, experiments, keep=None) -> str:
+  """'ours: <model> <mode> N=.., k pair(s); ...' over `rows`."""
+  return "ours: " + "; ".join(
+      f"{short_model(m)} {mode} {sizes(x)}"
+      for m, mode, x in model_mode_rows(data, rows, experiments, keep))
 
 
 def render_main(data: Data) -> str:
@@ -60,14 +72,16 @@ def _ref_exp8_table() -> str:
 
 def render_exp8(data: Data, rows) -> str:
   models = data.models(["multi_position"])
-  text = ("Mean transfer over the pairs by layer (ours):\n\n" +
+  text = ("Mean transfer over the pairs by layer (" + ours_by_model(
+      data, rows, ["multi_position"]) + "):\n\n" +
           transfer_grid(rows, models, R.EXP8_CONDITIONS, data))
   text += ("\nHeadline pair uppercase->repeat_word (ours):\n\n" +
            transfer_grid(rows, models, R.EXP8_CONDITIONS, data,
                           pair_filter=lambda r: (r["source_task"],
                                                  r["target_task"]) ==
                           ("uppercase", "repeat_word")))
-  text += ("\nOriginal, mean transfer over the six pairs (N=10):\n\n" +
+  text += ("\nOriginal, mean transfer over the six pairs ("
+           f"original {sizes_text(R.EXP8_N, len(R.EXP8_PAIRS))}):\n\n" +
            _ref_exp8_table())
   text += ("\nOriginal best cell for uppercase->repeat_word: " + ", ".join(
       f"{R.MODEL_LABELS[m]} {v['transfer']:.2f} (L{v['layer']} "
@@ -99,14 +113,19 @@ def render_exp23(data: Data, rows) -> str:
             f"L{b['layer']}", f2(b["transfer_independent"]),
             f"[{f2(w[0], 3)}, {f2(w[1], 3)}]",
             f"[{f2(bs[0])}, {f2(bs[1])}]" if bs[0] != "-" else "-",
-            f2(b.get("preserve_independent")),
+            f2(b.get("preserve_independent")), sizes([b]),
             (f"{refb['transfer']:.2f} [{refb['wilson'][0]:.3f}, "
-             f"{refb['wilson'][1]:.3f}]" if refb else "-")])
+             f"{refb['wilson'][1]:.3f}]" if refb else "-"),
+            sizes_text(R.EXP23_N, 1) if refb else "-"])
   text = ("Best layer per pair and condition (ours, N as run; transfer and "
           "preserve counted independently as the original did):\n\n")
   text += md_table(["model", "mode", "pair", "condition", "best layer",
                     "transfer", "Wilson 95%", "bootstrap 95%", "preserve",
-                    "original best (Llama-3B L8-17)"], table)
+                    "ours N, pairs", "original best (Llama-3B L8-17)",
+                    "original N, pairs"], table)
+  if data.summaries.get("proper_stats"):
+    text += "\n" + ours_by_model(data, rows, ["proper_stats"], lambda r: (
+        r["condition"] in MULTI)) + " (the pair means below).\n"
   for s in data.summaries.get("proper_stats", []):
     pm = [x for x in s.get("pair_means", []) if x["condition"] in MULTI]
     best = {}
@@ -121,7 +140,8 @@ def render_exp23(data: Data, rows) -> str:
                    f"{m} {c} L{x['layer']}: {x['mean_transfer']:.3f} "
                    f"[{x['bootstrap'][0]:.3f}, {x['bootstrap'][1]:.3f}]"
                    for (m, c), x in sorted(best.items())) + ".\n")
-  text += ("\nOriginal means over pairs: " + "; ".join(
+  text += ("\nOriginal means over pairs (original "
+           f"{sizes_text(R.EXP23_N, len(R.EXP8_PAIRS))}): " + "; ".join(
       f"L{l} {c} {v[0]:.3f} [{v[1][0]:.3f}, {v[1][1]:.3f}]"
       for (l, c), v in R.EXP23_PAIR_MEANS.items()) + ".\n\n")
   text += plots_and_notes(data, "proper_stats", rows, (
@@ -135,18 +155,28 @@ def render_exp27(data: Data, rows) -> str:
   for m, mode, x in model_mode_rows(data, rows, ["controls"]):
     true = [r for r in x if r["condition"] == "true_source"]
     bl, _ = best_layer(true) if true else best_layer(x)
+    t = pooled([r for r in true if r["layer"] == bl])
     for c in R.EXP27_CONDITIONS:
       cr = [r for r in x if r["condition"] == c and r["layer"] == bl]
       if cr:
         table.append([short_model(m), mode, f"L{bl}", c,
                       f2(mean(r["transfer"] for r in cr), 3),
                       f2(mean(r["preserve"] for r in cr), 3),
-                      f2(mean(r["neither"] for r in cr), 3),
-                      f2(R.EXP27_MEAN_TRANSFER[c], 3)])
+                      f2(mean(r["neither"] for r in cr), 3), sizes(cr),
+                      f2(R.EXP27_MEAN_TRANSFER[c], 3),
+                      sizes_text(R.EXP27_N, len(R.EXP27)),
+                      _control_verdict(c, pooled(cr), t)])
   text = ("Mean over the pairs at the layer where the true source transfers "
-          "most (ours) vs the original (Llama-3B, L8, N=20):\n\n")
+          f"most (ours) vs the original (Llama-3B, L{R.EXP27_LAYER}, "
+          f"original {sizes_text(R.EXP27_N, len(R.EXP27))}). Verdict: the "
+          "summary's rule on the pooled rate (prompt-resampling interval): "
+          "the true source against the original's "
+          f"{R.EXP27_MEAN_TRANSFER['true_source']:.3f}, each control "
+          "against the claim '0%':\n\n")
   text += md_table(["model", "mode", "layer", "control", "transfer",
-                    "preserve", "neither", "original transfer"], table)
+                    "preserve", "neither", "ours N, pairs",
+                    "original transfer", "original N, pairs",
+                    "verdict (the rule)"], table)
   text += ("\nOriginal headline pair uppercase->repeat_word: true 0.95, "
            "random 0, shuffled 0.55, noise 0 (README/MASTER: 'all controls "
            "0%').\n\n")
@@ -154,6 +184,21 @@ def render_exp27(data: Data, rows) -> str:
       rows, models, R.EXP27_CONDITIONS, data, max_layers=12)
   text += "\n" + plots_and_notes(data, "controls", rows, ("absolute_index",))
   return text
+
+
+def _control_verdict(cond: str, e, true) -> str:
+  """The rule's verdict on one exp27 row (true source: effect claim at the
+  original's mean; control: null claim '0%'; fewer prompts than the rule's
+  minimum: not testable (N=..); else a control is not testable while the
+  true source `true` shows no clear transfer)."""
+  few = e.n is not None and e.n < MIN_PROMPTS
+  if cond == "true_source":
+    label, why = judge(R.EXP27_MEAN_TRANSFER[cond], e, "effect")
+  else:
+    if not few and true is not None and true.lo < EFFECT_FLOOR:
+      e.untestable = "the true source itself shows no clear transfer"
+    label, why = judge(0.0, e, "null")
+  return f"**{label}**" + (f" ({why})" if why else "")
 
 
 def render_exp29(data: Data, rows) -> str:
@@ -179,8 +224,8 @@ def render_exp29(data: Data, rows) -> str:
                 for r in lx}
         vals = [r["transfer"] for r in lx]
         text += (f"**{short_model(m)}, {mode}, {lname} L{layer} (depth "
-                 f"{depth(layer, nl)})**: mean {mean(vals):.3f} over "
-                 f"{len(vals)} pairs; >=0.5: {sum(v >= 0.5 for v in vals)}, "
+                 f"{depth(layer, nl)})**: mean {mean(vals):.3f} ("
+                 f"{sizes(lx)}); >=0.5: {sum(v >= 0.5 for v in vals)}, "
                  f"0.1-0.49: {sum(0.1 <= v < 0.5 for v in vals)}, <0.1: "
                  f"{sum(v < 0.1 for v in vals)}\n\n")
         text += md_table(["source \\ target"] + tasks, [
@@ -188,8 +233,10 @@ def render_exp29(data: Data, rows) -> str:
                    for t in tasks] for s in tasks])
         text += "\n"
   tasks = list(R.CORE_TASKS)
-  text += ("Original (Llama-3B, L8, N=10): mean 0.123; >=0.5: 7, 0.1-0.49: "
-           "6, <0.1: 43 (paper: 16.7% and 7/10/40).\n\n")
+  text += ("Original (Llama-3B, L8, N=10): mean 0.123 ("
+           f"original {sizes_text(R.EXP29_N, len(R.EXP29['transfer']))}); "
+           ">=0.5: 7, "
+           "0.1-0.49: 6, <0.1: 43 (paper: 16.7% and 7/10/40).\n\n")
   text += md_table(["source \\ target"] + tasks, [
       [s] + ["-" if s == t else f2(R.EXP29["transfer"][(s, t)], 1)
              for t in tasks] for s in tasks])
@@ -208,17 +255,19 @@ def render_exp30(data: Data, rows) -> str:
         continue
       k5 = [r for r in x if r.get("source_k") == 5]
       bl, _ = best_layer(k5 or x)
-      line = [short_model(m), mode, cond, f"L{bl}"]
+      line = [short_model(m), mode, cond, f"L{bl}",
+              sizes([r for r in x if r["layer"] == bl])]
       for k in R.EXP30_K:
         kr = [r for r in x if r.get("source_k") == k and r["layer"] == bl]
         line.append(f"{mean(r['transfer'] for r in kr):.2f} "
                     f"({kr[0]['n_positions']})" if kr else "-")
       table.append(line)
-  table.append(["Llama-3B (original)", "faithful", "all_demo", "L8"] + [
+  table.append(["Llama-3B (original)", "faithful", "all_demo", "L8",
+                sizes_text(R.EXP30_N, len(R.EXP30))] + [
       f"{R.EXP30_MEAN[k]:.3f}" for k in R.EXP30_K])
   text = ("Mean transfer over the pairs at the best layer for k=5 "
           "(patched positions in brackets, first pair):\n\n")
-  text += md_table(["model", "mode", "condition", "layer"] +
+  text += md_table(["model", "mode", "condition", "layer", "N, pairs"] +
                    [f"k={k}" for k in R.EXP30_K], table)
   text += "\n" + plots_and_notes(data, "source_demo_count", rows, (
       "exp30_confound",))
@@ -227,36 +276,32 @@ def render_exp30(data: Data, rows) -> str:
 
 def render_exp31(data: Data, rows) -> str:
   table = []
-  sizes = list(R.EXP31_SIZES)
+  subsets = list(R.EXP31_SIZES)
   for m, mode, x in model_mode_rows(data, rows, ["output_positions"]):
     allp = [r for r in x if r["condition"] == "all_positions"]
     bl, _ = best_layer(allp or x)
-    line = [short_model(m), mode, f"L{bl}"]
-    for s in sizes:
-      v = [r["transfer"] for r in x if r["layer"] == bl and
-           r["condition"] == "random_outputs" and r.get("size") == s]
-      line.append(f2(mean(v), 3) if v else "-")
-    for c in ("all_positions", "all_outputs"):
-      v = [r["transfer"] for r in x if r["layer"] == bl and
-           r["condition"] == c]
-      line.append(f2(mean(v), 3) if v else "-")
-    structured = []
-    for c in ("first_per_demo", "last_per_demo", "every_other",
-              "first_demo", "last_demo"):
-      v = [r["transfer"] for r in x if r["layer"] == bl and
-           r["condition"] == c]
-      if v:
-        structured.append(f"{c} {mean(v):.2f}")
-    line.append(", ".join(structured) or "-")
+    xl = [r for r in x if r["layer"] == bl]
+    at = lambda c, size=None: [r["transfer"] for r in xl if r["condition"]
+                               == c and (size is None or r.get("size") ==
+                                         size)]
+    line = [short_model(m), mode, f"L{bl}", sizes(xl)] + [
+        f2(mean(v), 3) if v else "-" for v in
+        [at("random_outputs", s) for s in subsets] +
+        [at("all_positions"), at("all_outputs")]]
+    line.append(", ".join(f"{c} {mean(at(c)):.2f}" for c in (
+        "first_per_demo", "last_per_demo", "every_other", "first_demo",
+        "last_demo") if at(c)) or "-")
     table.append(line)
-  table.append(["Llama-3B (original)", "faithful", "L8"] + [
-      f2(R.EXP31_MEAN[s], 3) for s in sizes] +
+  table.append(["Llama-3B (original)", "faithful", "L8",
+                sizes_text(R.EXP31_N, len(R.EXP31))] + [
+      f2(R.EXP31_MEAN[s], 3) for s in subsets] +
       [f2(R.EXP31_MEAN["all_positions"], 3),
        f2(R.EXP31_MEAN["all_outputs"], 3), R.EXP31_PART_B])
   text = ("Mean transfer over pairs and random subsets vs number of output "
           "positions patched (+ all input positions), at the best layer for "
           "'all positions':\n\n")
-  text += md_table(["model", "mode", "layer"] + [f"{s}" for s in sizes] +
+  text += md_table(["model", "mode", "layer", "N, pairs"] +
+                   [f"{s}" for s in subsets] +
                    ["inputs + all outputs", "all outputs, no inputs",
                     "Part B (structured, + inputs)"], table)
   text += "\n" + plots_and_notes(data, "output_positions", rows, (
@@ -278,15 +323,18 @@ def render_exp32(data: Data, rows) -> str:
         r = c[0]
         table.append([short_model(m), mode, f"L{bl}", f"{s}->{t}",
                       f"{r['transfer']:.2f} / {r['preserve']:.2f} / "
-                      f"{r['neither']:.2f}",
-                      f"{ref[0]:.2f} / {ref[1]:.2f} / {ref[2]:.2f}"])
+                      f"{r['neither']:.2f}", sizes([r]),
+                      f"{ref[0]:.2f} / {ref[1]:.2f} / {ref[2]:.2f}",
+                      sizes_text(R.EXP32_N, 1)])
     if base:
       table.append([short_model(m), mode, "-", "baselines", ", ".join(
-          f"{k} {v:.2f}" for k, v in sorted(base.items())),
-          "1.00 each"])
+          f"{k} {v:.2f}" for k, v in sorted(base.items())), sizes(
+              [r for r in x if r["condition"] == "baseline"]), "1.00 each",
+          sizes_text(R.EXP32_N, len(R.EXP32_BASELINES))])
   text = md_table(["model", "mode", "layer (best mean)", "pair",
-                   "ours T / P / N", "original T / P / N (L8)"], table)
-  text += (f"\nOriginal mean over the 6 variant pairs: "
+                   "ours T / P / N", "ours N, pairs",
+                   "original T / P / N (L8)", "original N, pairs"], table)
+  text += (f"\nOriginal mean over the 6 variant pairs (N={R.EXP32_N}): "
            f"{R.EXP32_VARIANT_MEAN}.\n\n")
   text += plots_and_notes(data, "sentiment_variants", rows, (
       "binary_floor", "scorer_sentiment"))
@@ -299,9 +347,11 @@ def render_exp33(data: Data, rows) -> str:
   base = [r for r in rows if r["condition"] == "baseline"]
   if base:
     text += "Part A baselines:\n\n" + md_table(
-        ["model", "mode", "task", "accuracy", "original"],
+        ["model", "mode", "task", "accuracy", "ours N", "original",
+         "original N"],
         [[short_model(r["model"]), r["mode"], r["target_task"],
-          f2(r["preserve"]), f2(R.EXP33_BASELINES.get(r["target_task"]))]
+          f2(r["preserve"]), f"N={r.get('n', '-')}",
+          f2(R.EXP33_BASELINES.get(r["target_task"])), f"N={R.EXP33_N}"]
          for r in sorted(base, key=lambda r: (r["model"], r["mode"],
                                               r["target_task"]))])
   b = [r for r in rows if r["condition"] == "all_demo"]
@@ -318,10 +368,12 @@ def render_exp33(data: Data, rows) -> str:
             mx = max(x, key=lambda r: r["transfer"])
             table.append([short_model(m), mode, f"{p[0]}->{p[1]}",
                           f"{mx['transfer']:.2f} (L{mx['layer']})",
-                          f2(max(v[0] for v in R.EXP33_PART_B[p].values()))])
+                          sizes([mx]),
+                          f2(max(v[0] for v in R.EXP33_PART_B[p].values())),
+                          sizes_text(R.EXP33_N, 1)])
     text += "\nBest cell per pair:\n\n" + md_table(
-        ["model", "mode", "pair", "max transfer (layer)",
-         "original max (L4-15)"], table)
+        ["model", "mode", "pair", "max transfer (layer)", "ours N, pairs",
+         "original max (L4-15)", "original N, pairs"], table)
   c = [r for r in rows if r["condition"] == "all_demo/by_n"]
   if c:
     table = []

@@ -1,0 +1,205 @@
+"""Han et al. in the report: TD by layer with chance, null band and peak; the
+TD-vs-accuracy fit with its interval over tasks; task vectors beside their
+null; the finetuning table's step-count wording; the summary rows; the
+provenance table. Rows are synthetic with known answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from icl_jax.analysis import report as REP
+from icl_jax.analysis.report import han, han_effects, provenance
+from icl_jax.analysis.report.data import Data
+from icl_jax.analysis.report.summary import SUMMARY_HEADERS
+
+TASKS = ("and", "or", "xor", "nand")
+LAYERS = range(8)
+SHOTS = (1, 4, 10)
+
+
+def td_rows(model="model-h", family="bitwise", n=20, predictive=True):
+  """han_td rows: TD peaks at layer 4 and rises with shots; accuracy equals
+  the task's TD at the peak (predictive) or is unrelated to it."""
+  rows = []
+  base = {"experiment": "han_td", "model": model, "mode": "aligned",
+          "family": family, "knn": 10, "position": "final_token"}
+  rng = np.random.default_rng(1)
+  for k in SHOTS:
+    cond = {**base, "condition": f"{family}/{k}shot", "shots": k}
+    for l in LAYERS:
+      tds = {t: (0.2 + 0.1 * i + 0.05 * SHOTS.index(k)) * (1.0 if l == 4
+                                                           else 0.4)
+             for i, t in enumerate(TASKS)}
+      for t, v in tds.items():
+        rows.append({**cond, "metric": "td", "source_task": t,
+                     "target_task": t, "layer": l, "td": v, "n": n})
+      rows.append({**cond, "metric": "td", "source_task": "null",
+                   "target_task": "null", "layer": l, "td": 0.1, "n": n})
+      rows.append({**cond, "metric": "td", "source_task": "mean",
+                   "target_task": "mean", "layer": l,
+                   "td": float(np.mean(list(tds.values()))), "n": n})
+      rows.append({**cond, "metric": "td_null", "source_task": "mean",
+                   "target_task": "mean", "layer": l,
+                   "band_5_95": [0.1, 0.3], "n": n * 5})
+      rows.append({**cond, "metric": "logistic", "source_task": "mean",
+                   "target_task": "mean", "layer": l, "accuracy": 0.97,
+                   "n": n * 5})
+    for i, t in enumerate(TASKS):
+      acc = ((0.2 + 0.1 * i + 0.05 * SHOTS.index(k)) if predictive
+             else float(rng.uniform()))
+      rows.append({**cond, "metric": "accuracy", "source_task": t,
+                   "target_task": t, "layer": None, "accuracy": acc, "n": n})
+  return rows
+
+
+def tv_rows(model="model-h", family="bitwise", effect=0.0, n=20):
+  """han_task_vectors rows, 2 seeds: the own task's vector adds `effect`
+  (+-0.05 by task) to the clean accuracy, Null's vector changes nothing."""
+  rows = []
+  base = {"experiment": "han_task_vectors", "model": model,
+          "mode": "aligned", "family": family, "layer": 4, "shots": 4,
+          "n": n}
+  for seed in (0, 1):
+    for i, t in enumerate(TASKS):
+      clean = 0.1 + 0.1 * i
+      rows.append({**base, "seed": seed, "target_task": t,
+                   "source_task": "none", "condition": f"clean:s{seed}",
+                   "positions": None, "vector": None, "edit": None,
+                   "alpha": None, "accuracy": clean,
+                   "delta_vs_clean": None})
+      for vec, acc in (("task", clean + effect + (-0.05, 0.05)[i % 2]),
+                       ("null", clean)):
+        rows.append({**base, "seed": seed, "target_task": t,
+                     "source_task": t if vec == "task" else "null",
+                     "condition": f"query:replace:s{seed}",
+                     "positions": "query", "vector": vec, "edit": "replace",
+                     "alpha": None, "accuracy": acc,
+                     "delta_vs_clean": acc - clean})
+  return rows
+
+
+def ft_rows(model="model-h", family="bitwise"):
+  rows = []
+  for arm in ("pretrained", "ft_first", "ft_last", "prompting"):
+    for t in TASKS:
+      rows.append({"experiment": "han_finetune", "model": model,
+                   "mode": "aligned", "family": family, "source_task": t,
+                   "target_task": t, "layer": 4, "condition": arm, "n": 20,
+                   "accuracy": 0.25, "td": 0.5, "shots": 4})
+  return rows
+
+
+def write_run(root: Path, name: str, rows, config=None, summary=None):
+  d = root / name
+  d.mkdir(parents=True, exist_ok=True)
+  (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n"
+                                           for r in rows))
+  (d / "config.json").write_text(json.dumps(config or {}))
+  (d / "summary.json").write_text(json.dumps(summary or {}))
+  return d
+
+
+def training(first, last, steps):
+  return {"training": {f"bitwise/{arm}": {"steps": steps, "loss_first":
+                                          first, "loss_last_10": last}
+                       for arm in ("ft_first", "ft_last")}}
+
+
+def han_runs(root: Path, predictive=True, effect=0.0, loss=(0.64, 0.61),
+             steps=16) -> Path:
+  d = root / "model-h"
+  write_run(d, "han_td", td_rows(predictive=predictive))
+  write_run(d, "han_task_vectors", tv_rows(effect=effect))
+  write_run(d, "han_finetune", ft_rows(), summary=training(*loss, steps))
+  return root
+
+
+def section(root: Path, tmp_path: Path) -> str:
+  return "\n".join(han.han_section(Data([root], tmp_path)))
+
+
+def test_td_chance_null_peak_and_probe_label(tmp_path):
+  root = han_runs(tmp_path / "runs")
+  data = Data([root], tmp_path)
+  (exp, model, fam, a), = han.analysed_td(data)
+  assert a["chance"] == 1 / 5  # 4 tasks + Null
+  assert a["peak"] == {1: 4, 4: 4, 10: 4}
+  text = section(root, tmp_path)
+  assert "| model-h | bitwise | `han_td` | 4 | 5 (0.20) | L4 " in text
+  assert "[0.10, 0.30]" in text  # the null band at the peak
+  assert "logistic-probe accuracy at peak (a probe, not TD)" in text
+  assert (tmp_path / "report_figures" / "han" / "td_by_layer.png").exists()
+
+
+def test_fit_reports_r2_with_task_interval_and_words(tmp_path):
+  good = section(han_runs(tmp_path / "a", predictive=True), tmp_path)
+  fit = good.split("TD vs ICL accuracy")[1]
+  assert "| 1.00 | [1.00, 1.00] |" in fit
+  assert "TD predicts accuracy" in fit and "do not predict" not in fit
+  assert "not independent" in good
+  bad = han.td_analysis(td_rows(predictive=False), 8)["fit"]
+  assert bad["interval"][0] < han.R2_FLOOR
+  assert "TD does not predict accuracy here" in han.fit_reading(bad)
+
+
+def test_task_vectors_beside_their_null(tmp_path):
+  none = section(han_runs(tmp_path / "a", effect=0.0), tmp_path)
+  tv = none.split("### Task vectors")[1].split("###")[0]
+  assert "no effect beyond the null" in tv
+  some = section(han_runs(tmp_path / "b", effect=0.3), tmp_path)
+  tv = some.split("### Task vectors")[1].split("###")[0]
+  assert "task vector above its null" in tv and "| +30.0 [" in tv
+
+
+def test_finetune_table_states_steps_and_plumbing(tmp_path):
+  text = section(han_runs(tmp_path / "a", loss=(0.64, 0.61)), tmp_path)
+  ft = text.split("### Early- vs late-layer")[1].split("###")[0]
+  assert "| 16 |" in ft and "0.85 ± 0.11" in ft  # steps; Han's ft_first TD
+  assert ft.count("the loss barely moved") == 2
+  text = section(han_runs(tmp_path / "b", loss=(2.0, 0.5), steps=500),
+                 tmp_path)
+  ft = text.split("### Early- vs late-layer")[1].split("###")[0]
+  assert "500 steps" in ft and "barely moved" not in ft
+  assert "Not run (needs a GPU)" in text.split("### Synthetic study")[1]
+
+
+def test_summary_rows_follow_the_summary_format_and_rule(tmp_path):
+  rows = han.han_summary_rows(Data([han_runs(tmp_path / "r")], tmp_path))
+  assert rows and all(len(r) == len(SUMMARY_HEADERS) for r in rows)
+  by = {r[1].split(" (")[0]: r for r in rows}
+  # R^2 = 1.0 [1.0, 1.0] vs Han's bitwise 0.528: outside, not within 0.15
+  assert "not reproduced" in by["Han: TD predicts accuracy, R^2"][-1]
+  # peak at L4 of 8 = depth 0.50 for every task; Han bitwise 13/32 = 0.41
+  assert by["Han: TD peaks mid-depth"][3].startswith("0.50 (L4) [0.50, 0.50]")
+  assert "reproduced" in by["Han: TD peaks mid-depth"][-1]
+  assert "**reproduced**" in by["Han: TD rises with shots"][-1]
+  assert "not reproduced" in by["Han: task vectors move accuracy"][-1]
+
+
+def test_provenance_table(tmp_path):
+  root = tmp_path / "runs"
+  d = write_run(root / "gemma3-270m", "han_td",
+                td_rows(model="gemma3-270m"),
+                config={"n": 20, "seed": 3, "_provenance": {
+                    "git_commit": "0123456789abcdef", "git_dirty": True}},
+                summary={"seconds": 600.0, "model_sha256": "ab" * 32,
+                         "finished": "2026-01-01 00:00:00"})
+  (d.parent / "suite_steps.jsonl").write_text(
+      json.dumps({"name": "han_td", "wall_s": 700.0}) + "\n")
+  text = provenance.provenance(Data([root], tmp_path))
+  row = next(l for l in text.splitlines() if l.startswith("| han_td"))
+  assert "gemma3-270m.gguf (Q4_K_M" in row and "abababababab" in row
+  assert "0123456789 (uncommitted changes)" in row
+  assert "| 3 | n=20 | 10.0 min (suite step han_td: 11.7 min) |" in row
+  assert "Report built at commit" in text
+
+
+def test_report_has_han_section_not_generic_td_table(tmp_path):
+  text = REP.build_report([han_runs(tmp_path / "runs")],
+                          tmp_path / "REPORT.md")
+  assert text.count("## Han et al.") == 1
+  assert "(`han_td`)\n" not in text  # no generic section of its own
+  assert "Mean accuracy by layer" not in text.split("## Han et al.")[1]
