@@ -52,6 +52,7 @@
 # | sentiment_variants | 32  | N=20, 6 variant pairs + 2 controls        | N=10                    |
 # | variable_length    | 33  | N=15, 6 pairs, grid (6 layers) + Part C   | N=8                     |
 # | sweep              | --  | (not in the study) as report              | N=10, 3 pos. sets, all  |
+# | head_map           | --  | (not in the study) as report              | N=10, study pair, AIE   |
 # | template_similarity| 19  | no model (reads pair_matrix)              | same                    |
 #
 # quick: N=2 (5 for the probe steps: 5-fold CV), layer 0 (or the grid's
@@ -267,6 +268,14 @@ step sweep $(( 2 * 3 * c_all * n_sw )) $(( 2 * n_sw )) 0 -- \
   experiments/sweep.py $M --n=$n_sw --layers=$(
   [[ $SIZES == quick ]] && echo 0 || echo all) --pairs=$P1 \
   --positions=all_demo,output_only,last_demo_token
+# head x layer map of multi-position transfer + AIE ranking (not in the
+# study; issue 19). Work estimated with 8 heads per layer and group sizes
+# 2, 4 (the script reads the real head count).
+n_hm=$([[ $SIZES == quick ]] && echo 2 || echo 10)
+step head_map $(( 2 * (NL * 8 + NL + NL * 2 + 2) * n_hm )) \
+  $(( 7 * (NL * 8 + 1) * n_hm )) 0 -- experiments/head_map.py $M \
+  --n=$n_hm --pairs=$P1 $([[ $SIZES == quick ]] && \
+  echo "--aie_tasks=uppercase,repeat_word")
 # exp19 template similarity (reads the transfer results above)
 step template_similarity 0 0 0 -- experiments/template_similarity.py \
   --out_dir=$OUT --model=$MODEL

@@ -53,6 +53,10 @@ STUDY_IDS = (
     ("han_task_vectors", "tv", "Task vectors on Han et al.'s own tasks"),
     ("han_finetune", "ft", "Early- vs late-layer finetuning (Han et al., "
      "Table 1)"),
+    ("head_map", "heads", "Head x layer map of multi-position transfer "
+     "(issue 19)"),
+    ("head_map_aie", "heads", "Average indirect effect of each head (Todd "
+     "et al. 2024)"),
 )
 _BY_NAME = {name: (sid, title) for name, sid, title in STUDY_IDS}
 STUDY_EXPERIMENTS = (
