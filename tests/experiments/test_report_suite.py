@@ -80,7 +80,8 @@ def test_report_sizes_are_the_default_and_unchanged():
   assert flag(report["main"], "n") == "20" and not flag(report["main"],
                                                          "layers")
   assert flag(report["single_position"], "layers") == "all"
-  assert len(report) == 27
+  assert len(report) == 28  # 27 steps + head_map (issue 19)
+  assert flag(report["head_map"], "n") == "10"
 
 
 @pytest.mark.parametrize("bad", ["--sizes=huge", "--oops"])
