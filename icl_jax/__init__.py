@@ -19,9 +19,14 @@ __all__ = ["load", *_PATCHING]
 
 
 def load(name_or_path, dtype=None, **kwargs):
-  """Loads a model: see :func:`icl_jax.convert.loading.load`."""
+  """Loads a model: see :func:`icl_jax.convert.loading.load`. Also turns on
+  JAX's persistent compilation cache (:mod:`icl_jax.xla_cache`; off with
+  ``ICL_JAX_XLA_CACHE=off``), so programs compiled for the model in one
+  process are reused by the next."""
+  from icl_jax import xla_cache
   from icl_jax.convert.loading import load as _load
 
+  xla_cache.enable()
   return _load(name_or_path, dtype=dtype, **kwargs)
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# The suite compiles thousands of tiny programs: keep them out of the
+# persistent compilation cache (icl_jax.xla_cache; tests/test_xla_cache.py
+# tests it with its own directories). Subprocesses inherit this.
+os.environ.setdefault("ICL_JAX_XLA_CACHE", "off")
 
 import gc  # noqa: E402
 

@@ -4,9 +4,13 @@ JAX reports every compilation as duration events named
 ``/jax/core/compile/<stage>`` (``jaxpr_trace_duration``,
 ``jaxpr_to_mlir_module_duration``, ``backend_compile_duration``). One
 process-wide listener (listeners cannot be removed) forwards them to the
-active :class:`CompileCounter` objects. ``count`` = XLA backend compiles
-(one per compiled program; a persistent-cache hit skips the backend compile
-and is not counted); ``seconds`` = all compile stages together.
+active :class:`CompileCounter` objects. ``count`` = XLA backend compile
+events (one per program obtained); ``cache_hits`` = those of them that
+JAX's persistent compilation cache loaded from disk instead of compiling
+(jax 0.10 still reports a ``backend_compile_duration`` for a hit; the
+event ``/jax/compilation_cache/cache_hits`` marks it), so ``compiled =
+count - cache_hits`` programs were really compiled; ``seconds`` = all
+compile stages together (a hit's load time included).
 
   counter = CompileCounter().start()
   ...                       # jitted work
@@ -29,6 +33,7 @@ import sys
 
 PREFIX = "/jax/core/compile/"
 BACKEND = PREFIX + "backend_compile_duration"
+CACHE_HIT = "/jax/compilation_cache/cache_hits"
 _ACTIVE: list = []
 _REGISTERED = [False]
 
@@ -38,6 +43,13 @@ def _listener(name, duration, **kwargs):
   if name.startswith(PREFIX):
     for counter in _ACTIVE:
       counter.events.append((name, float(duration)))
+
+
+def _hit_listener(name, **kwargs):
+  del kwargs
+  if name == CACHE_HIT:
+    for counter in _ACTIVE:
+      counter.events.append((name, 0.0))
 
 
 class CompileCounter:
@@ -51,6 +63,7 @@ class CompileCounter:
       import jax.monitoring
 
       jax.monitoring.register_event_duration_secs_listener(_listener)
+      jax.monitoring.register_event_listener(_hit_listener)
       _REGISTERED[0] = True
     if self not in _ACTIVE:
       _ACTIVE.append(self)
@@ -70,6 +83,16 @@ class CompileCounter:
     return sum(1 for name, _ in self.events if name == BACKEND)
 
   @property
+  def cache_hits(self) -> int:
+    """Programs loaded from the persistent compilation cache."""
+    return sum(1 for name, _ in self.events if name == CACHE_HIT)
+
+  @property
+  def compiled(self) -> int:
+    """Programs really compiled (not loaded from the persistent cache)."""
+    return self.count - self.cache_hits
+
+  @property
   def seconds(self) -> float:
     """Seconds in every compile stage (trace, lowering, backend)."""
     return sum(d for _, d in self.events)
@@ -78,19 +101,23 @@ class CompileCounter:
     """{stage name (last path part): seconds}."""
     out: dict[str, float] = {}
     for name, d in self.events:
+      if name == CACHE_HIT:
+        continue
       kind = name.rsplit("/", 1)[-1]
       out[kind] = out.get(kind, 0.0) + d
     return out
 
   def record(self) -> dict:
-    return {"compiles": self.count, "compile_s": round(self.seconds, 3),
+    return {"compiles": self.count, "cache_hits": self.cache_hits,
+            "compile_s": round(self.seconds, 3),
             "compile_s_by_kind": {k: round(v, 3) for k, v in
                                   self.seconds_by_kind().items()}}
 
 
 def _report(counter: CompileCounter, path: str | None) -> None:
   rec = counter.record()
-  print(f"[compile_count] {rec['compiles']} XLA compiles, "
+  print(f"[compile_count] {rec['compiles']} XLA compiles "
+        f"({rec['cache_hits']} from the persistent cache), "
         f"{rec['compile_s']:.1f} s compiling", flush=True)
   if path:
     with open(path, "w", encoding="utf-8") as f:

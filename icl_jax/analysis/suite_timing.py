@@ -140,6 +140,8 @@ def record(out: Path, name: str, wall_s: float, rc: int,
   rate = (f", {row['generations'] / wall_s:.1f} gen/s"
           if row["generations"] and wall_s > 0 else "")
   comp = f", {row['compiles']} compiles" if "compiles" in row else ""
+  if row.get("cache_hits"):
+    comp += f" ({row['cache_hits']} from the persistent cache)"
   status = "ok" if rc == 0 else f"FAILED rc={rc}"
   return (f"{name} {status} {wall_s:.0f}s (prior estimate "
           f"{pred:.0f}s{rate}{comp})")
