@@ -296,6 +296,22 @@ def analyse(rows, family, shots, layers, peak_shots, n_layers,
   return out
 
 
+def plot_pairwise(a, family: str, path, model: str) -> None:
+  """Han's Fig. 23: 2-class TD of every class pair [C, C] at the peak layer
+  of the reference shot count (the diagonal is undefined: blank)."""
+  from icl_jax.analysis import figures
+
+  p = a.get("pairwise_at_peak")
+  if not p:
+    return
+  m = np.asarray(p["matrix"], float)  # [C, C]
+  np.fill_diagonal(m, np.nan)
+  figures.heatmap(m, p["classes"], p["classes"], path,
+                  title=f"{model} {family}: pairwise TD, {p['shots']}-shot, "
+                  f"layer {p['layer']} (2-class kNN; chance 0.5)",
+                  xlabel="class", ylabel="class")
+
+
 def plot_td_by_layer(a, path, model: str) -> None:
   """Per shot count: TD_z per task, Null, mean TD, cosine and logistic
   means, chance (1/classes) and the shuffled-label null band."""
@@ -381,6 +397,7 @@ def run(lm, *, model, families, shots, n, layers, seed, knn, peak_shots,
                 lm.n_layers, seed)
     plot_td_by_layer(a, rd.path / f"td_by_layer_{family}.png", model)
     td_scatter(a, a["tasks"], rd.path / f"td_vs_accuracy_{family}.png")
+    plot_pairwise(a, family, rd.path / f"td_pairwise_{family}.png", model)
     results[family] = a
   rd.write_summary({"timings_s": timings, "results": results,
                     "han_reference": HAN_REFERENCE,

@@ -54,6 +54,7 @@ def test_han_td_smoke(tiny_model_dir, tmp_path):
     c = a["correlation"]["td_at_peak_layer"]
     assert c["n_points"] == 12 and c["peak_of_shots"] == 2
     for f in (f"td_by_layer_{fam}.png", f"td_vs_accuracy_{fam}.png",
+              f"td_pairwise_{fam}.png",
               f"features_{fam}_1shot.npz"):
       assert (d / f).stat().st_size > 1000
   assert s["han_reference"]["R2"]["Llama-3.1-8B"]["pos"] == 0.781
