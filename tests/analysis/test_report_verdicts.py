@@ -216,3 +216,18 @@ def test_summary_is_the_reports_first_table(runs, tmp_path):
   assert first == "| " + " | ".join(summary.SUMMARY_HEADERS) + " |"
   assert text.index("**Verdict rule**") < text.index(first)
   assert "survives the corrections" not in text
+
+
+def test_plain_words_count_each_models_verdicts():
+  from icl_jax.analysis.report import summary
+
+  rows = [["m1", "c", "", "", "", "", "**reproduced**"],
+          ["m1", "c", "", "", "", "", "**not reproduced**"],
+          ["m1", "c", "", "", "", "", "**not testable here** (N=10 < 20)"],
+          ["m2", "c", "", "", "", "", "**weaker**; corrected: artifact"]]
+  text = summary.plain_words(rows)
+  assert ("m1: 3 claims -- 1 reproduced, 1 not reproduced, "
+          "1 not testable here") in text
+  assert "m2: 1 claims -- 1 weaker" in text
+  with pytest.raises(ValueError):
+    summary.verdict_of("**holds**")
