@@ -42,7 +42,7 @@ def inventory(data: Data) -> str:
   rows = []
   for name, rs in sorted(data.rows.items()):
     models = sorted({short_model(r.get("model")) for r in rs})
-    modes = sorted({str(r.get("mode")) for r in rs})
+    modes = sorted({str(r.get("mode") or "-") for r in rs})
     rows.append([name, len(rs), ", ".join(models), ", ".join(modes),
                  "; ".join(_config_brief(d) for d in data.dirs[name]),
                  ", ".join(data.rel(d) + (" (unfinished)" if d in

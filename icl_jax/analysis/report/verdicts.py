@@ -102,7 +102,7 @@ class Claim:
 def sizes_text(n, pairs) -> str:
   """'N=.., k pair(s)': prompts per cell and number of pairs, as every
   comparison row with the original states them (n may be a range text)."""
-  return f"N={n}, {pairs} pair(s)"
+  return f"N={'-' if n is None else n}, {pairs} pair(s)"
 
 
 def sizes(rows) -> str:
@@ -195,7 +195,8 @@ def rule_text() -> str:
       f"< {NULL_CEILING}. *artifact*: reproduced or weaker as run and not "
       "reproduced when corrected. *not testable here* (with why): the "
       "model cannot do the source or target task (baseline accuracy < "
-      f"{BASELINE_FLOOR}), fewer than {MIN_PROMPTS} prompts per cell, a "
+      f"{BASELINE_FLOOR}), fewer than {MIN_PROMPTS} prompts per cell (rate "
+      "and value claims; a depth claim is judged by its interval instead), a "
       f"depth interval wider than {DEPTH_MAX_WIDTH}, a best layer at the "
       "edge of the layers tested (not the model's first or last), or an "
       "interval that cannot tell zero from an effect. Otherwise the row's verdict is the "
