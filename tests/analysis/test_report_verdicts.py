@@ -231,3 +231,16 @@ def test_plain_words_count_each_models_verdicts():
   assert "m2: 1 claims -- 1 weaker" in text
   with pytest.raises(ValueError):
     summary.verdict_of("**holds**")
+
+
+def test_direction_claims_use_the_effect_floor():
+  from icl_jax.analysis.report.verdicts import Estimate, judge
+
+  assert judge(0.0, Estimate(0.3, 0.1, 0.5, n=30), "direction")[0] == \
+      "reproduced"
+  assert judge(0.0, Estimate(0.0, -0.1, 0.04, n=30), "direction")[0] == \
+      "not reproduced"
+  assert judge(0.0, Estimate(0.1, -0.1, 0.3, n=30), "direction")[0] == \
+      "not testable here"
+  assert judge(0.0, Estimate(0.3, 0.1, 0.5, n=10), "direction")[0] == \
+      "not testable here"

@@ -281,23 +281,6 @@ def render_td(data: Data) -> str:
   return "\n".join(parts)
 
 
-def _rise_verdict(e) -> str:
-  """The rule's effect branch for a claim Han state without a number (TD
-  rises with shots): a real rise (lower bound >= EFFECT_FLOOR) reproduces
-  it, an upper bound below the floor does not, else the interval cannot
-  tell; too few prompts per class: not testable."""
-  from icl_jax.analysis.report import verdicts as V
-
-  if e.n is not None and e.n < V.MIN_PROMPTS:
-    return f"**{V.NOT_TESTABLE}** (N={e.n} prompts < {V.MIN_PROMPTS})"
-  if e.lo >= V.EFFECT_FLOOR:
-    return f"**{V.REPRODUCED}**"
-  if e.hi < V.EFFECT_FLOOR:
-    return f"**{V.NOT_REPRODUCED}** (no rise)"
-  return (f"**{V.NOT_TESTABLE}** (interval [{e.lo:.2f}, {e.hi:.2f}] cannot "
-          "tell a rise from none)")
-
-
 def _summary_td_rows(model, fam, a) -> list[list]:
   """TD rises with shots; TD peaks mid-depth; TD predicts accuracy: rows
   in `summary.SUMMARY_HEADERS` order (Han's runs have one mode, aligned)."""
@@ -311,7 +294,7 @@ def _summary_td_rows(model, fam, a) -> list[list]:
     out.append([m, f"Han: TD rises with shots ({fam}, {k0} -> {k1} shots, "
                 f"TD at L{a['peak'][a['ref_k']]}; interval over tasks)", "-",
                 e.show(), "rises for every task (Fig. 3; no number)",
-                ncell, _rise_verdict(e)])
+                ncell, verdict(0.0, None, e, "direction")])
   han = _han_peak_depth(fam)
   if a.get("depth") and han is not None:
     d = a["depth"]

@@ -23,7 +23,10 @@ as run (faithful mode) and once corrected (aligned mode):
   DEPTH_MAX_WIDTH (the best layer is not identified) or the best layer is
   the lowest / highest layer tested (but not the model's first / last);
 * value claims (a correlation): reproduced -- inside our interval or
-  within MARGIN; else not reproduced.
+  within MARGIN; else not reproduced;
+* direction claims (an effect stated without a number, e.g. Han's "TD
+  rises with shots"): reproduced -- lower bound >= EFFECT_FLOOR; not
+  reproduced -- upper bound < EFFECT_FLOOR; otherwise not testable.
 
 The row's verdict is the as-run one, except: *artifact* when the claim
 holds as run (reproduced / weaker) and is not reproduced when corrected;
@@ -49,7 +52,7 @@ MIN_PROMPTS = 20  # fewer prompts per cell: not testable (0/10 -> hi 0.28)
 
 REPRODUCED, WEAKER, NOT_REPRODUCED = "reproduced", "weaker", "not reproduced"
 ARTIFACT, NOT_TESTABLE = "artifact", "not testable here"
-KINDS = ("effect", "null", "depth", "value")
+KINDS = ("effect", "null", "depth", "value", "direction")
 
 @dataclass
 class Estimate:
@@ -137,6 +140,13 @@ def judge(original: float, e: Estimate, kind: str = "effect"
                             f"[{e.lo:.2f}, {e.hi:.2f}])")
     near = abs(e.value - original) <= DEPTH_MARGIN
     return (REPRODUCED, "") if inside or near else (NOT_REPRODUCED, "")
+  if kind == "direction":
+    if e.lo >= EFFECT_FLOOR:
+      return REPRODUCED, ""
+    if e.hi < EFFECT_FLOOR:
+      return NOT_REPRODUCED, "no effect"
+    return NOT_TESTABLE, (f"interval [{e.lo:.2f}, {e.hi:.2f}] cannot tell "
+                          "an effect from none")
   if kind == "value":
     near = abs(e.value - original) <= MARGIN
     return (REPRODUCED, "") if inside or near else (NOT_REPRODUCED, "")
@@ -186,7 +196,10 @@ def rule_text() -> str:
       f"|ours - original| <= {MARGIN} (absolute, rates; {DEPTH_MARGIN} for "
       "a relative depth, whose interval is a bootstrap over prompts of the "
       "best layer); an interval wholly above the original's value is "
-      "reproduced too, marked 'stronger'. *weaker*: a real effect (lower bound >= "
+      "reproduced too, marked 'stronger'; an effect claimed without a "
+      f"number is reproduced when our lower bound >= {EFFECT_FLOOR} and not "
+      f"reproduced when our upper bound < {EFFECT_FLOOR}. "
+      "*weaker*: a real effect (lower bound >= "
       f"{EFFECT_FLOOR}) but the interval lies below the original's value. "
       "*not reproduced*: the interval lies below the original's value "
       f"without a real effect (no effect at all when the upper bound < "
@@ -195,8 +208,9 @@ def rule_text() -> str:
       f"< {NULL_CEILING}. *artifact*: reproduced or weaker as run and not "
       "reproduced when corrected. *not testable here* (with why): the "
       "model cannot do the source or target task (baseline accuracy < "
-      f"{BASELINE_FLOOR}), fewer than {MIN_PROMPTS} prompts per cell (rate "
-      "and value claims; a depth claim is judged by its interval instead), a "
+      f"{BASELINE_FLOOR}), fewer than {MIN_PROMPTS} prompts per cell (rate, "
+      "value and direction claims; a depth claim is judged by its interval "
+      "instead), a "
       f"depth interval wider than {DEPTH_MAX_WIDTH}, a best layer at the "
       "edge of the layers tested (not the model's first or last), or an "
       "interval that cannot tell zero from an effect. Otherwise the row's verdict is the "
