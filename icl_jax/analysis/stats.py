@@ -131,6 +131,27 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
   return r, t_two_sided_p(t, n - 2)
 
 
+def tie_averaged_ranks(a) -> np.ndarray:
+  """Ranks 0..n-1, ties given their mean rank."""
+  a = np.asarray(a, float)
+  order = np.argsort(a, kind="stable")
+  r = np.empty(len(a))
+  r[order] = np.arange(len(a))
+  for v in np.unique(a):
+    m = a == v
+    r[m] = r[m].mean()
+  return r
+
+
+def spearman(x, y) -> float | None:
+  """Spearman's rho (Pearson of tie-averaged ranks); None when either
+  side is constant."""
+  rx, ry = tie_averaged_ranks(x), tie_averaged_ranks(y)
+  rx, ry = rx - rx.mean(), ry - ry.mean()
+  d = np.sqrt((rx @ rx) * (ry @ ry))
+  return None if d == 0 else float(rx @ ry / d)
+
+
 def bootstrap_pearson_ci(
     x: Sequence[float], y: Sequence[float], n_boot: int = N_BOOT,
     seed: int = SEED,

@@ -43,6 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
+from icl_jax.analysis.stats import spearman
 from icl_jax.studies import plans, positions, setups
 from icl_jax.studies.scoring import TaskScoring
 
@@ -405,27 +406,6 @@ def aie_by_head(rows: Sequence[dict]) -> dict:
   for r in rows:
     acc.setdefault((r["layer"], r["heads"][0]), []).append(r["aie"])
   return {k: float(np.mean(v)) for k, v in acc.items()}
-
-
-def _ranks(a) -> np.ndarray:
-  """Ranks 0..n-1, ties given their mean rank."""
-  a = np.asarray(a, float)
-  order = np.argsort(a, kind="stable")
-  r = np.empty(len(a))
-  r[order] = np.arange(len(a))
-  for v in np.unique(a):
-    m = a == v
-    r[m] = r[m].mean()
-  return r
-
-
-def spearman(x, y) -> float | None:
-  """Spearman's rho (Pearson of tie-averaged ranks); None when either
-  side is constant."""
-  rx, ry = _ranks(x), _ranks(y)
-  rx, ry = rx - rx.mean(), ry - ry.mean()
-  d = np.sqrt((rx @ rx) * (ry @ ry))
-  return None if d == 0 else float(rx @ ry / d)
 
 
 def compare(map_rows: Sequence[dict], aie: dict, top: int = 10) -> dict:
