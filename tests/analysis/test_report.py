@@ -109,9 +109,9 @@ def test_report_answers_computed_from_rows(synthetic, tmp_path):
   exp8 = text.split("### exp8")[1].split("###")[0]
   assert "No separate exp8 run" in exp8 and "all_demo" in exp8
   q1 = text.split("## 1.")[1].split("## 2.")[0]
-  assert "| model-a | faithful | **reproduced** | all_demo L5 (depth 0.28)" \
+  assert "| model-a | faithful | **reproduced** | all_demo L5 (depth 0.28;" \
       in q1
-  assert "| model-a | aligned | **reproduced** | all_demo L9 (depth 0.50)" \
+  assert "| model-a | aligned | **reproduced** | all_demo L9 (depth 0.50;" \
       in q1
   q2 = text.split("## 2.")[1].split("## 3.")[0]
   assert q2.count("**zero**") == 3  # faithful prefill, faithful D2, aligned

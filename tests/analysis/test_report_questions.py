@@ -76,8 +76,9 @@ def test_one_real_cell_makes_single_position_not_zero(tmp_path):
           for s, t in PAIRS for l in range(24)]
   text, _ = questions.answer_single(data_of(tmp_path, "main_prefill", rows))
   (line,) = table_rows(text)
-  assert "**not zero** (not reproduced: a real effect in the best cell: " \
-      "sentiment->antonym last_demo_token L3: 10/10" in line
+  assert "**not zero** (not reproduced: a real effect where the original " \
+      "found none) | a real effect in the best cell: sentiment->antonym " \
+      "last_demo_token L3: 10/10" in line
 
 
 def test_best_cell_is_chosen_and_estimated_on_disjoint_halves(tmp_path):
@@ -190,3 +191,98 @@ def test_best_cell_without_prompt_outcomes_gets_no_verdict():
   picked, est = questions.best_cell(rows)
   assert picked["layer"] == 3 and "18/20" in est.text
   assert "biased upward" in est.text and est.untestable
+
+
+def test_question1_best_layer_is_held_out(tmp_path):
+  """Layer l transfers on prompt l only (the pair mean is 1/20 at every
+  layer on all prompts): the best layer chosen on one half of the prompts
+  scores 0/10 on the other half, with the depth's bootstrap interval; the
+  old in-sample column showed 0.05 at its argmax."""
+  rows = [cell("main_prefill", *PAIRS[0], l, "all_demo", hits=(l,))
+          for l in range(20)]
+  s = questions.multi_summary(data_of(tmp_path, "main_prefill", rows), "m",
+                              "faithful", rows)
+  e = s["layer_est"]
+  assert (e.value, e.hi) == (0.0, wilson_interval(0, 10)[1])
+  assert "(best of 20 condition x layer choices on 10 prompts, estimated " \
+      "on the other 10)" in e.text
+  assert "bootstrap interval of the best layer's depth [" in s["depth_text"]
+  text, _ = questions.answer_multi(data_of(tmp_path / "b", "main_prefill",
+                                           rows))
+  (line,) = table_rows(text)
+  assert f"| {e.text} |" in line and "0.05 [" not in line.split("|")[5]
+
+
+def test_question1_best_layer_without_outcomes_is_labelled_in_sample(
+    tmp_path):
+  rows = [dict(cell("main_prefill", *PAIRS[0], l, "all_demo",
+                    hits=range(18) if l == 3 else ()), examples=[])
+          for l in range(6)]
+  s = questions.multi_summary(data_of(tmp_path, "main_prefill", rows), "m",
+                              "faithful", rows)
+  assert s["layer"] == 3 and "in-sample (biased upward" in s[
+      "layer_est"].text
+  assert s["layer_est"].untestable and "in-sample" in s["depth_text"]
+
+
+def test_question2_and_summary_share_one_single_position_estimate(tmp_path):
+  """Where they used to disagree (qwen2.5-0.5b aligned): one cell of 144
+  transfers on half of its prompts, so the pair mean at the best layer is
+  inconclusive (the summary said 'not testable') while the held-out best
+  cell is a real effect (question 2 said 'not zero'). Both now read
+  `questions.zero_estimate`: the same text and the same verdict."""
+  from icl_jax.analysis.report import summary
+
+  pre = [cell("main_prefill", s, t, l, "last_demo_token", mode="aligned",
+              hits=range(0, 20, 2) if (s, l) == ("sentiment", 3) else ())
+         for s, t in R.EXP8_PAIRS for l in range(24)]
+  d2 = [cell("main_single_d2", s, t, l, "last_demo_token", timing="d2")
+        for s, t in R.EXP8_PAIRS for l in range(24)]
+  root = data_of(tmp_path, "main_prefill", pre).roots[0]
+  d = root / "m" / "main_single_d2"
+  d.mkdir()
+  (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n"
+                                           for r in d2))
+  data = Data([root], tmp_path / "out")
+  # the two old estimators on these rows disagree
+  from icl_jax.analysis.report.estimates import best_layer_estimate
+  from icl_jax.analysis.report.verdicts import judge
+  aligned = [r for r in pre if r["mode"] == "aligned"]
+  assert judge(0.0, best_layer_estimate(aligned, 24)[0], "null")[0] == \
+      "not testable here"
+  assert judge(0.0, questions.best_cell(aligned)[1], "null")[0] == \
+      "not reproduced"
+  text, _ = questions.answer_single(data)
+  (row,) = [r for r in summary.summary_rows(data)
+            if r[1] == "single-position transfer is 0 at every layer"]
+  q2 = {l.split(" | ")[1] + l.split(" | ")[2]: l.split(" | ")
+        for l in text.splitlines() if l.startswith("| m |")}
+  al = q2["alignedlike-for-like (prefill, K/V kept) = the summary's"]
+  fa = q2["faithfulstudy's D2 (first token only) = the summary's"]
+  assert al[4] == row[3] and fa[4] == row[2]
+  assert al[3].startswith("**not zero** (not reproduced")
+  assert fa[3].startswith("**zero** (reproduced")
+  assert row[6] == ("**artifact** (as run: reproduced; corrected: not "
+                    "reproduced)")
+
+
+def test_summary_reads_each_models_own_rows(tmp_path):
+  """Model 'a' has an exp23 run, model 'b' only the main job: b's transfer
+  claims come from its main-job rows (they used to be dropped because
+  a's exp23 rows were taken as the source for every model)."""
+  from icl_jax.analysis.report import summary
+
+  stats = [cell("proper_stats", *PAIRS[0], l, "all_demo", model="a",
+                hits=range(10)) for l in range(4)]
+  main = [cell("main_prefill", *PAIRS[0], l, "all_demo", model="b",
+               hits=range(12) if l == 2 else ()) for l in range(4)]
+  root = data_of(tmp_path, "proper_stats", stats).roots[0]
+  d = root / "b" / "main_prefill"
+  d.mkdir(parents=True)
+  (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n"
+                                           for r in main))
+  rows = summary.summary_rows(Data([root], tmp_path / "out"))
+  claim = "uppercase->repeat_word all_demo transfers"
+  assert {r[0] for r in rows if r[1] == claim} == {"a", "b"}
+  (b,) = [r for r in rows if r[0] == "b" and r[1] == claim]
+  assert " at L2 (best of 4 layers" in b[2]

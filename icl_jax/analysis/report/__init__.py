@@ -12,6 +12,8 @@ model), groups rows by their `experiment` field and renders:
      does multi-position transfer exist in faithful mode, in aligned mode,
      and at which depth fraction; is single-position transfer zero under a
      like-for-like decoder; which headline numbers reproduce (the summary);
+     then each model beside the original's closest model at the same
+     relative depth (`closest`);
   3. one section per experiment: our numbers (both modes, every model)
      beside the original's (`reference.py`, loading
      `report/reference_numbers.json`), plots, and where the original's
@@ -19,7 +21,9 @@ model), groups rows by their `experiment` field and renders:
      the rows allow (scorer artifacts: faithful vs strict scorer on the same
      outputs; position artifacts: faithful vs aligned, query overwrites from
      the tokenization analysis; decoder: D2 vs prefill);
-  4. the list of the original's artifacts.
+  4. the list of the original's artifacts;
+  5. an appendix: per-pair exp8 grids in the original's format (`grids`)
+     and the per-pair comparison with the closest original model.
 
 Experiments are named from the rows' own `experiment` field (`names`);
 those without a specific renderer get a generic table (mean rates by
@@ -27,8 +31,9 @@ mode/condition x layer, or the rows' numeric fields).
 
 Modules: `data` (loading rows), `verdicts` (the verdict rules), `names`
 (experiment names -> study ids), `markdown` (rendering helpers),
-`questions` (questions 1-2), `headlines` and `summary` (the summary
-table), `transfer`, `accuracy`,
+`estimates` (pooled rates and the held-out best layer), `questions`
+(questions 1-2), `headlines` and `summary` (the summary table),
+`closest` and `grids` (side by side, appendix), `transfer`, `accuracy`,
 `similarity`, `generic` and `snippets` (the per-experiment sections),
 `artifacts`, `inventory`, `build` (`build_report`).
 

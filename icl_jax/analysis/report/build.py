@@ -8,7 +8,9 @@ from typing import Sequence
 
 from icl_jax.analysis import reference as R
 from icl_jax.analysis.report.accuracy import render_baseline, render_exp14
+from icl_jax.analysis.report.closest import render_closest
 from icl_jax.analysis.report.data import Data
+from icl_jax.analysis.report.grids import render_grids
 from icl_jax.analysis.report.generic import render_generic
 from icl_jax.analysis.report.han import HAN_EXPERIMENTS, han_section
 from icl_jax.analysis.report.inventory import inventory
@@ -79,6 +81,9 @@ def build_report(roots: Sequence[str | Path], out: str | Path = "REPORT.md",
   parts.append("## 3. Which of the original's headline numbers reproduce?\n")
   parts.append("See the summary table at the top (one row per claim and "
                "model, verdicts from the rule stated there).\n")
+  closest, closest_pairs = render_closest(data)
+  parts += ["## 4. Side by side with the original's closest model\n",
+            closest]
   parts.append("## Experiments\n")
   for name, sid, title_, sec in KNOWN:
     head = f"### {sid}: {title_} (protocol {sec})\n"
@@ -102,6 +107,11 @@ def build_report(roots: Sequence[str | Path], out: str | Path = "REPORT.md",
   parts += _other_sections(data)
   parts += han_section(data)
   parts += _artifacts_section(data)
+  parts += ["## Appendix: per-pair exp8 grids in the original's format\n",
+            render_grids(data)]
+  if closest_pairs:
+    parts += ["### Per pair, beside the original's closest model\n",
+              closest_pairs]
   text = "\n".join(parts)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(text)

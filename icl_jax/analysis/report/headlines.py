@@ -5,13 +5,12 @@ rule). `headline_rows` feeds the report's summary table (`summary`)."""
 
 from __future__ import annotations
 
-from icl_jax.analysis import cluster_stats as CS
 from icl_jax.analysis import reference as R
 from icl_jax.analysis.report.data import Data
-from icl_jax.analysis.report.markdown import (best_layer, mean, pair,
-                                              patched, short_model,
-                                              strict_transfer)
-from icl_jax.analysis.report.questions import multi_rows
+from icl_jax.analysis.report.estimates import best_layer_estimate, pooled
+from icl_jax.analysis.report.markdown import (best_layer, pair, patched,
+                                              short_model)
+from icl_jax.analysis.report.questions import multi_rows, zero_estimate
 from icl_jax.analysis.report.verdicts import (BASELINE_FLOOR, EFFECT_FLOOR,
                                               Claim, Estimate,
                                               wilson_estimate)
@@ -25,8 +24,11 @@ class _Model:
   def __init__(self, data: Data, model: str):
     self.data, self.model = data, model
     self.M, self.nl = short_model(model), data.n_layers(model)
-    self.mrows = multi_rows(data)[1]
-    self.stats = data.get("proper_stats")
+    # This model's rows only: another model's exp23 run must not hide
+    # this model's main-job rows (`src = c.stats or c.mrows`).
+    self.mrows = [r for r in multi_rows(data)[1] if r.get("model") == model]
+    self.stats = [r for r in data.get("proper_stats")
+                  if r.get("model") == model]
 
   def rows(self, rows, mode, **f) -> list[dict]:
     """This model's patched `rows` of `mode` whose fields equal f."""
@@ -59,57 +61,6 @@ class _Model:
     note = (f"; left out (baseline < {BASELINE_FLOOR}): "
             + ", ".join(sorted(bad))) if bad else ""
     return keep, note
-
-
-def _npairs(rows) -> int:
-  return len({pair(r) for r in rows})
-
-
-def _strict(rows) -> str:
-  s = [strict_transfer(r) for r in rows if r.get("mode") == "faithful"]
-  s = [x for x in s if x is not None]
-  return f"; strict-scored {mean(s):.2f}" if s else ""
-
-
-def pooled(rows, note: str = "") -> Estimate | None:
-  """Pooled rate of `rows` with a prompt-resampling interval."""
-  if not rows:
-    return None
-  p = CS.pooled_rate(rows)
-  mx = max(rows, key=lambda r: r["transfer"])
-  if p is None:  # no per-prompt outcomes: Wilson at one cell's N
-    n, m = min(r["n"] for r in rows), mean(r["transfer"] for r in rows)
-    return wilson_estimate(round(m * n), n, pairs=_npairs(rows), text=(
-        f"{m:.3f} (mean of {len(rows)} cells; per-cell Wilson at N={n}, "
-        f"no per-prompt outcomes; max cell {mx['transfer']:.2f}){note}"))
-  return Estimate(p["mean"], p["lo"], p["hi"],
-                  n=min(r["n"] for r in rows), pairs=_npairs(rows),
-                  text=(f"{p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}] "
-                        f"({p['prompts']} prompts, {p['cells']} cells; max "
-                        f"cell {mx['transfer']:.2f} {pair(mx)} "
-                        f"L{mx['layer']}){_strict(rows)}{note}"))
-
-
-def best_layer_estimate(rows, nl) -> tuple[Estimate | None, dict | None]:
-  """(held-out estimate at the split-half best layer, its spread): the
-  layer is chosen on half of the prompts among the K layers of `rows` and
-  estimated on the other half; the L0 value is shown beside it."""
-  layers, m = CS.layer_prompt_matrix(rows)
-  if len(layers) < 2 or m.shape[1] < 4:
-    return (pooled(rows), None) if rows else (None, None)
-  sh = CS.split_half_best(m, layers)
-  spread = CS.best_layer_spread(m, layers, nl or max(layers) + 1)
-  at = [r for r in rows if r["layer"] == sh["layer"]]
-  l0 = (f"; L0 (embedding output) {m[layers.index(0)].mean():.2f}"
-        if 0 in layers and sh["layer"] != 0 else "")
-  l0 += " = the embedding output" if sh["layer"] == 0 else ""
-  text = (f"{sh['estimate']:.2f} [{sh['lo']:.2f}, {sh['hi']:.2f}] at "
-          f"L{sh['layer']} (best of {len(layers)} layers on "
-          f"{sh['n_select']} prompts, estimated on the other "
-          f"{sh['n_test']}){l0}{_strict(at)}")
-  return Estimate(sh["estimate"], sh["lo"], sh["hi"],
-                  n=min(r["n"] for r in rows), pairs=_npairs(rows),
-                  text=text), spread
 
 
 def _transfer_claims(c: _Model) -> list[Claim]:
@@ -167,19 +118,6 @@ def _transfer_claims(c: _Model) -> list[Claim]:
   return out + [x for x in (mean_c, depth_c) if x.faithful or x.aligned]
 
 
-def _null_every_layer(rows, nl, note: str = "") -> Estimate | None:
-  """A 'zero at every layer' claim: the split-half best layer's held-out
-  rate (pair mean), with the best of the K cells named beside it."""
-  if not rows:
-    return None
-  e = best_layer_estimate(rows, nl)[0]
-  mx = max(rows, key=lambda r: r["transfer"])
-  k = round(mx["transfer"] * mx["n"])
-  e.text += (f"; best of {len(rows)} cells: {pair(mx)} L{mx['layer']} "
-             f"{k}/{mx['n']}{note}")
-  return e
-
-
 def _zero_claims(c: _Model) -> list[Claim]:
   """Single-position transfer 0 at every layer; input_only / last_demo 0."""
   out = []
@@ -188,9 +126,9 @@ def _zero_claims(c: _Model) -> list[Claim]:
              "0.0 (exp5: 4 pairs x 28 layers, N=10, D2 decoder)", "null")
   f = c.rows(d2, "faithful") or c.rows(pre, "faithful",
                                        condition="last_demo_token")
-  cl.faithful = _null_every_layer(f, c.nl, " (D2)" if c.rows(
+  cl.faithful = zero_estimate(f, c.nl, " (D2)" if c.rows(
       d2, "faithful") else "")
-  cl.aligned = _null_every_layer(
+  cl.aligned = zero_estimate(
       c.rows(pre, "aligned", condition="last_demo_token"), c.nl)
   if any(r.get("model") == c.model for r in pre + d2):
     for mode in ("faithful", "aligned"):
@@ -204,10 +142,9 @@ def _zero_claims(c: _Model) -> list[Claim]:
   for cond in ("input_only", "last_demo"):
     src = c.stats or c.data.get("multi_position")
     cl = Claim(c.M, f"{cond} gives 0 transfer", 0.0, "0.0 (exp8/exp23)",
-               "null", _null_every_layer(c.rows(src, "faithful",
-                                                condition=cond), c.nl),
-               _null_every_layer(c.rows(src, "aligned", condition=cond),
-                                 c.nl))
+               "null", zero_estimate(c.rows(src, "faithful",
+                                            condition=cond), c.nl),
+               zero_estimate(c.rows(src, "aligned", condition=cond), c.nl))
     if cl.faithful or cl.aligned:
       out.append(cl)
   return out

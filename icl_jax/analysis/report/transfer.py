@@ -8,7 +8,7 @@ from __future__ import annotations
 from icl_jax.analysis import reference as R
 from icl_jax.analysis.report.artifacts import artifact_notes, plots_and_notes
 from icl_jax.analysis.report.data import Data
-from icl_jax.analysis.report.headlines import pooled
+from icl_jax.analysis.report.estimates import pooled
 from icl_jax.analysis.report.markdown import (best_layer, counts, depth, f2,
                                               images, md_table, mean,
                                               model_mode_rows, short_model,
