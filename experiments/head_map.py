@@ -13,19 +13,22 @@ For each (mode, source -> target pair):
           answer) - log p(target answer) at the first generated token;
   groups  per layer, its top-k heads by the map patched together (k = 2, 4,
           ..., all heads of the layer = the attention output), against the
-          best residual layer. (A group spanning several layers is not one
-          engine cell: global top-k groups are reported where they lie in
-          one layer; see icl_jax/studies/head_map.py.)
+          best residual layer;
+  global  all L x N heads ranked by the map's change of the metric and by
+          AIE; the global top-k (k = 1, 2, 4, ..., all) patched together
+          across layers in one forward (icl_jax.HeadGroupPatch), against
+          the best residual layer.
 AIE (--aie, over --aie_tasks, default the exp8 tasks): Todd et al.'s mean
 increase of p(correct) when a head's output at the last token of a
 shuffled-label prompt is set to its mean over clean ICL prompts; compared
 with the map (top-10 overlap, Spearman).
 
 Results: <out_dir>/head_map/results.jsonl (rows keyed by layer and
-condition: resid_post, head<h>, top<k>, baseline), <out_dir>/head_map_aie/
-results.jsonl, summary.json (per pair: best residual layer, transfer by k,
-first k reaching it, AIE comparison), PNGs: heads_transfer_*,
-heads_logit_diff_change_*, top_k_*, aie_vs_map_*.
+condition: resid_post, head<h>, top<k>, baseline, g<map|aie>_top<k>),
+<out_dir>/head_map_aie/results.jsonl, summary.json (per pair: best residual
+layer, transfer by k, first k reaching it, global top-k curves, AIE
+comparison), PNGs: heads_transfer_*, heads_logit_diff_change_*, top_k_*,
+global_top_k_{transfer,logit_diff_change}_*, aie_vs_map_*.
 """
 
 from __future__ import annotations
@@ -67,7 +70,13 @@ def main(argv):
     comp = s["aie_comparison"] or {}
     print(f"{title}: best residual L{s['best_resid_layer']} transfer "
           f"{s['best_resid_transfer']:.2f}; first k of one layer's top "
-          f"heads reaching it: {s['first_k_reaching_resid']}; top heads "
+          f"heads reaching it: {s['first_k_reaching_resid']}; global "
+          "top-k (transfer, logit diff change): " + "; ".join(
+              f"{r}: " + " ".join(
+                  f"k={x['k']} {x['transfer']:.2f} " + str(
+                      x["logit_diff_change"] and round(
+                          x["logit_diff_change"], 2)) for x in g)
+              for r, g in s["global_top_k"].items()) + "; top heads "
           f"{s['top_heads'][:5]}; AIE top-10 overlap "
           f"{comp.get('top10_overlap')}, Spearman "
           f"{comp.get('spearman_aie_vs_map_logit_diff_change')}")

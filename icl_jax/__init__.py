@@ -12,9 +12,9 @@ stays light.
 
 __version__ = "0.1.0"
 
-_PATCHING = ("Patch", "capture", "Activations", "run_patches",
-             "PatchResults", "patch_grid", "Grid", "find_positions", "EDITS",
-             "TIMINGS", "SITES", "METRICS")
+_PATCHING = ("Patch", "HeadGroupPatch", "capture", "Activations",
+             "run_patches", "PatchResults", "patch_grid", "Grid",
+             "find_positions", "EDITS", "TIMINGS", "SITES", "METRICS")
 __all__ = ["load", *_PATCHING]
 
 

@@ -303,6 +303,105 @@ class Patch:
     return pos, np.broadcast_to(v, (len(pos), d_model))
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class HeadGroupPatch:
+  """Replaces a group of heads spanning several blocks, in one forward.
+
+  heads: {layer: heads} (a head index or a list per block) or a bool
+  [n_layers, n_heads] mask; values: {layer: [D] | [k, D]}, per block the
+  group's summed output there (site head_out, before Gemma's
+  post-attention norm, as `Patch(site="head_out", heads=...)` edits it;
+  e.g. `Activations.values(layer, positions, "head_out", heads=...)` of a
+  source prompt); positions: one positions spec for every prompt (it must
+  resolve to the same token indices in each).
+
+  Semantics: the blocks' edits are applied together in one prompt forward,
+  so the edit at block l changes the residual that blocks > l read (and so
+  their other heads and MLPs), while every block's values stay fixed (the
+  source run's clean head outputs): the "patch the group together" of
+  TransformerLens / pyvene multi-component patches, not a chain of
+  one-block patches. All heads of all blocks is not the residual patch
+  either: the MLPs still read the target's own tokens. Edit "replace",
+  timing "prefill" only (the edited K/V stay in the cache; generated
+  tokens are not edited). `run_patches` runs these cells through
+  `blockwise` (one compiled forward per cell over the prompts' common
+  prefix and queries), not the engine's one-block sweep; their `delta` is
+  NaN (not measured).
+  """
+
+  heads: Any
+  positions: Any
+  values: Any
+  name: str = ""
+  edit = "replace"  # class constants (not fields): what `table` reads
+  site = "head_out"
+
+  def __post_init__(self):
+    h = self.heads
+    if isinstance(h, np.ndarray) or (isinstance(h, (list, tuple)) and h
+                                     and not _is_int(h[0])):
+      m = np.asarray(h, bool)
+      if m.ndim != 2:
+        raise ValueError(f"a head mask must be bool [layers, heads], got "
+                         f"shape {m.shape}")
+      h = {l: np.nonzero(m[l])[0].tolist() for l in range(m.shape[0])}
+    if not isinstance(h, dict):
+      raise ValueError("heads must be {layer: heads} or a bool [L, N] mask")
+    groups = {}
+    for l, hs in h.items():
+      hs = [hs] if _is_int(hs) else list(hs)
+      if not _is_int(l) or l < 0 or not all(_is_int(x) and x >= 0
+                                             for x in hs) \
+          or len(set(hs)) != len(hs):
+        raise ValueError(f"heads: block {l!r} -> {hs!r} is not a block "
+                         "index >= 0 with distinct head indices")
+      if hs:
+        groups[int(l)] = tuple(sorted(int(x) for x in hs))
+    if not groups:
+      raise ValueError("a head group selects no head")
+    object.__setattr__(self, "heads", tuple(sorted(groups.items())))
+    object.__setattr__(self, "positions", _canon_one(self.positions))
+    if not isinstance(self.values, dict) or set(
+        int(l) for l in self.values) != set(groups):
+      raise ValueError(f"values must be a dict with one entry per block of "
+                       f"the group {sorted(groups)}")
+    object.__setattr__(self, "values", {
+        int(l): _canon_values(np.asarray(v, np.float32), "values")
+        for l, v in self.values.items()})
+
+  @property
+  def layer(self) -> int:
+    """The group's first block (for tables)."""
+    return self.heads[0][0]
+
+  def label(self) -> str:
+    """e.g. 'replace@{2:0,3;5:1}.head_out[...]' (or the name)."""
+    if self.name:
+      return self.name
+    g = ";".join(f"{l}:" + ",".join(map(str, hs)) for l, hs in self.heads)
+    return f"replace@{{{g}}}.head_out"
+
+  def mask(self, n_layers: int, n_heads: int) -> np.ndarray:
+    """bool [n_layers, n_heads]: the selected heads."""
+    m = np.zeros((n_layers, n_heads), bool)
+    for l, hs in self.heads:
+      m[l, list(hs)] = True
+    return m
+
+  def resolve(self, length: int, d_model: int):
+    """(positions int [k], {layer: values [k, D]}) in one prompt of
+    `length` tokens."""
+    pos = resolve_positions(self.positions, length, f"{self.label()}: ")
+    vals = {}
+    for l, v in self.values.items():
+      if v.shape[-1] != d_model or (v.ndim == 2 and v.shape[0] != len(pos)):
+        raise ValueError(f"{self.label()}: values at block {l} have shape "
+                         f"{v.shape}; need [{d_model}] or [{len(pos)}, "
+                         f"{d_model}]")
+      vals[l] = np.broadcast_to(v, (len(pos), d_model))
+    return pos, vals
+
+
 # --------------------------------------------------------------------------
 # Checks and cells
 # --------------------------------------------------------------------------

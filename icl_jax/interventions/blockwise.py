@@ -26,6 +26,18 @@ a KV cache. Two edits, per cell:
     computed from their actual input, as the original's forward hook did);
     with `skip_decode` also on every generated token (the block removed).
 
+  head groups across layers (issue 19 step 4): at every block l, the summed
+    output of the heads `heads[l]` (bool [L,N]) is replaced by
+    `head_values[l]` at the prompt slots `head_positions` (prompt forward
+    only: the edited K/V stay in the cache, the engine's "prefill" timing;
+    generated tokens are not edited). All layers are edited in the same
+    forward, so an edit at block l changes the residual every later block
+    reads, while the values are fixed (the source run's clean head
+    outputs): the standard "patch the group together" of TransformerLens /
+    pyvene multi-component patches. The edit inside a block is the engine's
+    (`sweep.site_edits`, head_out, replace); blocks with no selected head
+    are untouched.
+
 Exactness (tests/interventions/test_transfer_blockwise.py): no edit equals
 `LanguageModel.generate_ids`; a single-block skip equals the engine's `skip`
 cell; knocking every prefix key at every block equals a forward of the query
@@ -44,6 +56,8 @@ import jax
 import jax.numpy as jnp
 
 from icl_jax.interventions.decode import greedy_decode
+from icl_jax.interventions.spec import SITES
+from icl_jax.interventions.sweep import site_edits
 from icl_jax.models.config import DecoderConfig
 from icl_jax.models.decoder import (embed, final_logits, params_dtype,
                                     run_blocks)
@@ -62,11 +76,29 @@ class BlockwiseEdit:
   knock_hi: int = 0
   knock_keys: np.ndarray | None = None
   skip: np.ndarray | None = None
+  heads: np.ndarray | None = None  # bool [L,N]: replaced heads per block
+  head_positions: np.ndarray | None = None  # bool [T]: edited prompt slots
+  head_values: np.ndarray | None = None  # float [L,T,D]: the groups' sums
 
 
 def _skip_edit(skip):
   """Edit hook: block l's output replaced by its input where skip[l]."""
   return lambda l, x, y: jnp.where(skip[l], x, y)
+
+
+def _head_edit(heads, mask, values, lo, hi, B):
+  """site_edit hook: at block l, heads[l] ([L,N]) replaced by values[l]
+  ([L,T,D]) at the slots [lo, hi) where mask ([T]); B rows share it."""
+  def at(l):
+    h = heads[l]  # [N]
+    m = mask[lo:hi] & h.any()  # no selected head: nothing edited
+    v = jax.lax.dynamic_index_in_dim(values, l, 0, False)[lo:hi]  # [T',D]
+    bc = lambda a: jnp.broadcast_to(a[None], (B,) + a.shape)
+    z = jnp.zeros((B,), jnp.float32)
+    return site_edits(SITES.index("head_out"), bc(h), bc(m), bc(v), z, z, z,
+                      jnp.zeros((B,), bool), jnp.zeros((B,) + v.shape,
+                                                       jnp.float32))
+  return at
 
 
 def _knock_at(key_pos, knocked, lo, hi):
@@ -77,11 +109,13 @@ def _knock_at(key_pos, knocked, lo, hi):
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "cfg", "max_new_tokens", "stop_rule", "skip_decode", "knock_generated"))
+    "cfg", "max_new_tokens", "stop_rule", "skip_decode", "knock_generated",
+    "with_heads"))
 def _blockwise_cell(cfg: DecoderConfig, params, prefix_ids, q_ids, q_len,
                     knock_lo, knock_hi, knock_keys, skip, tables,
                     max_new_tokens: int, stop_rule: str, skip_decode: bool,
-                    knock_generated: bool):
+                    knock_generated: bool, heads=None, head_mask=None,
+                    head_values=None, with_heads: bool = False):
   dt = params_dtype(params)
   L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
   P = prefix_ids.shape[0]
@@ -91,8 +125,10 @@ def _blockwise_cell(cfg: DecoderConfig, params, prefix_ids, q_ids, q_len,
   pos = jnp.arange(P)[None]
   pcache = {n: jnp.zeros((L, 1, P, K, H), dt) for n in ("k", "v")}
   x = embed(cfg, params, prefix_ids[None])
+  hedit = lambda lo, hi, B: (_head_edit(heads, head_mask, head_values, lo,
+                                         hi, B) if with_heads else None)
   _, pcache = run_blocks(cfg, params, x, pos, pos, cache=pcache, slots=pos,
-                         edit=_skip_edit(skip))
+                         edit=_skip_edit(skip), site_edit=hedit(0, P, 1))
   # ---- query chunk ---------------------------------------------------------
   cache = {n: jnp.concatenate(
       [jnp.broadcast_to(pcache[n], (L, N, P, K, H)),
@@ -107,7 +143,7 @@ def _blockwise_cell(cfg: DecoderConfig, params, prefix_ids, q_ids, q_len,
   x, cache = run_blocks(cfg, params, x, q_pos, key_pos, cache=cache,
                         slots=q_pos,
                         key_pos_at=_knock_at(key_pos, ko, knock_lo, knock_hi),
-                        edit=_skip_edit(skip))
+                        edit=_skip_edit(skip), site_edit=hedit(P, P + Q, N))
   last = x[jnp.arange(N), q_len - 1]
   first_logits = final_logits(cfg, params, last[:, None])[:, 0]  # [N,V]
   # ---- greedy decoding -----------------------------------------------------
@@ -161,6 +197,33 @@ def split_prompts(token_ids: Sequence[Sequence[int]], split: int):
           np.array([len(q) for q in qs], np.int32))
 
 
+def _head_arrays(cfg, e: BlockwiseEdit, T: int):
+  """(heads [L,N], mask [T], values [L,T,D], with_heads) of a cell's head
+  edit, checked; no head edit: (None, None, None, False)."""
+  if e.heads is None:
+    if e.head_positions is not None or e.head_values is not None:
+      raise ValueError("head_positions / head_values need heads")
+    return None, None, None, False
+  L, N, D = cfg.n_layers, cfg.n_heads, cfg.d_model
+  heads = np.asarray(e.heads, bool)
+  mask = np.asarray(e.head_positions, bool).reshape(-1)
+  vals = np.asarray(e.head_values, np.float32)
+  if heads.shape != (L, N):
+    raise ValueError(f"heads must be bool [{L}, {N}], got {heads.shape}")
+  if mask[T:].any():
+    raise ValueError(f"head position {int(np.nonzero(mask)[0].max())} "
+                     f"outside the prompts' {T} slots")
+  if vals.shape != (L, mask.shape[0], D):
+    raise ValueError(f"head_values must be [{L}, {mask.shape[0]}, {D}], got "
+                     f"{vals.shape}")
+  if not np.isfinite(vals).all():
+    raise ValueError("head values contain NaN or inf")
+  pad = max(0, T - mask.shape[0])
+  mask = np.pad(mask, (0, pad))[:T]
+  vals = np.pad(vals, ((0, 0), (0, pad), (0, 0)))[:, :T]
+  return jnp.asarray(heads), jnp.asarray(mask), jnp.asarray(vals), True
+
+
 def blockwise_generate(lm, token_ids: Sequence[Sequence[int]], split: int,
                        edits: Sequence[BlockwiseEdit], *,
                        max_new_tokens: int = 8, stop: str = "line",
@@ -199,7 +262,8 @@ def blockwise_generate(lm, token_ids: Sequence[Sequence[int]], split: int,
         cfg, lm.params, jnp.asarray(prefix), jnp.asarray(q_ids),
         jnp.asarray(q_len), jnp.int32(e.knock_lo), jnp.int32(e.knock_hi),
         jnp.asarray(keys), jnp.asarray(skip), tables, int(max_new_tokens),
-        stop, bool(skip_decode), bool(knock_generated))
+        stop, bool(skip_decode), bool(knock_generated),
+        *_head_arrays(cfg, e, split + int(q_ids.shape[1])))
     toks.append(np.asarray(t))
     ngen.append(np.asarray(n))
     logits.append(np.asarray(lg))

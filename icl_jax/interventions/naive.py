@@ -225,3 +225,35 @@ def naive_first_logits(lm, ids, layer, mask, values, a=0.0, c=0.0,
   edit = (np.asarray(mask, bool)[:T], np.asarray(values, np.float32)[:T], a,
           c, sigma, relative, noise)
   return _forward_with_edit(lm, list(map(int, ids)), layer, edit, None)[0]
+
+
+def naive_head_group_logits(lm, ids, groups, mask, values):
+  """First generated position's logits [V] of one prompt with heads of
+  several blocks replaced together (`HeadGroupPatch`'s reference): every
+  block is `naive_block` (float64); at block l in `groups` ({l: heads}),
+  the sum of heads groups[l] is set to values[l] [T,D] at masked t (the
+  other heads unchanged), and later blocks read the edited residual."""
+  from icl_jax.models.blocks import layer_params
+
+  cfg, params = lm.config, lm.params
+  T = len(ids)
+  m = np.asarray(mask, bool)[:T, None]
+  x = np.asarray(embed(cfg, params, jnp.asarray(ids, jnp.int32)[None])[0],
+                 np.float64)
+  for layer in range(cfg.n_layers):
+    p = jax.tree_util.tree_map(lambda w: np.asarray(w, np.float64),
+                               layer_params(params["layers"]["block"], layer))
+    hs = list(groups.get(layer, ()))
+
+    def comp_edit(name, v, hs=hs, layer=layer):
+      if name != "head_out" or not hs:
+        return v
+      sel = sum(v[n] for n in hs)
+      out = list(v)
+      new = np.where(m, np.asarray(values[layer], np.float64)[:T], sel)
+      out[hs[0]] = v[hs[0]] + (new - sel)
+      return out
+
+    x = naive_block(cfg, p, layer, x, comp_edit)
+  y = jnp.asarray(x, jnp.float32)[None]
+  return np.asarray(final_logits(cfg, params, y[:, -1:])[0, 0])

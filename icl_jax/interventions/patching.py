@@ -15,8 +15,9 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from icl_jax.interventions.api import (Patch, check_patches, answer_ids,
-                                       cell_for, resolve_positions, token_ids)
+from icl_jax.interventions.api import (HeadGroupPatch, Patch, answer_ids,
+                                       cell_for, check_patches,
+                                       resolve_positions, token_ids)
 from icl_jax.interventions.engine import Engine, common_prefix_len
 from icl_jax.interventions.spec import SITES, CellBatch, site_index
 from icl_jax.models.decoder import embed, run_blocks
@@ -323,6 +324,8 @@ def _plan(patches, ids, d_model):
   N = len(ids)
   shared, single = [], {i: [] for i in range(N)}
   for k, p in enumerate(patches):
+    if isinstance(p, HeadGroupPatch):
+      continue  # `_run_groups`
     res = [p.resolve(i, len(s), N, d_model) for i, s in enumerate(ids)]
     same = all(np.array_equal(r[0], res[0][0]) for r in res) and (
         not isinstance(p.values, tuple) or N == 1)
@@ -334,6 +337,46 @@ def _plan(patches, ids, d_model):
   return shared, single
 
 
+def _run_groups(lm, ids, groups: dict, timing, max_new_tokens, stop, out):
+  """Runs the HeadGroupPatch cells {k: patch} (`blockwise`: one forward
+  per cell, the prompts' common prefix once) and writes their results."""
+  from icl_jax.interventions.blockwise import BlockwiseEdit, blockwise_generate
+
+  if not groups:
+    return
+  cfg = lm.config
+  L, N, D = cfg.n_layers, cfg.n_heads, cfg.d_model
+  if timing != "prefill":
+    raise ValueError(f"head groups across layers run with timing 'prefill' "
+                     f"only, not {timing!r}")
+  P = common_prefix_len(ids)
+  if P < 1:
+    raise ValueError("head groups across layers need prompts sharing their "
+                     "first token (e.g. BOS)")
+  T = max(len(s) for s in ids)
+  edits = []
+  for p in groups.values():
+    if p.heads[-1][0] >= L or max(max(h) for _, h in p.heads) >= N:
+      raise ValueError(f"{p.label()}: outside the model ({L} blocks, {N} "
+                       "heads)")
+    res = [p.resolve(len(s), D) for s in ids]
+    if any(not np.array_equal(r[0], res[0][0]) for r in res):
+      raise ValueError(f"{p.label()}: positions must be the same token "
+                       "indices in every prompt")
+    pos, vals = res[0]
+    mask = np.zeros(T, bool)
+    mask[pos] = True
+    values = np.zeros((L, T, D), np.float32)
+    for l, v in vals.items():
+      values[l, pos] = v
+    edits.append(BlockwiseEdit(heads=p.mask(L, N), head_positions=mask,
+                               head_values=values))
+  res = blockwise_generate(lm, ids, P, edits, max_new_tokens=max_new_tokens,
+                           stop=stop)
+  res.delta = np.full((len(edits),), np.nan, np.float32)  # not measured
+  out.write(res, list(groups), list(range(len(ids))))
+
+
 def run_patches(lm, prompts, patches: Sequence[Patch], *,
                 max_new_tokens: int = 8, timing: str = "prefill",
                 stop: str = "line", answer_tokens=None,
@@ -343,7 +386,8 @@ def run_patches(lm, prompts, patches: Sequence[Patch], *,
 
   Args:
     prompts: N strings (or token id lists), e.g. ICL prompts sharing demos.
-    patches: K `Patch` objects (positions in each prompt's own tokens).
+    patches: K `Patch` objects (positions in each prompt's own tokens), or
+      `HeadGroupPatch` objects (heads of several blocks together).
     max_new_tokens: M, the most tokens generated per row.
     timing: "prefill" (edit the prompt forward; the edited K/V stay in the
       cache), "first_token" (the first token from the edited prompt, later
@@ -367,7 +411,12 @@ def run_patches(lm, prompts, patches: Sequence[Patch], *,
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
   if stop not in STOP_RULES:
     raise ValueError(f"unknown stop rule {stop!r}; known: {STOP_RULES}")
-  decodes = check_patches(lm, patches, timing)
+  groups = {k: p for k, p in enumerate(patches)
+            if isinstance(p, HeadGroupPatch)}
+  dec = iter(check_patches(lm, [p for k, p in enumerate(patches)
+                                if k not in groups], timing))
+  decodes = [np.zeros(lm.config.d_model, np.float32) if k in groups
+             else next(dec) for k in range(len(patches))]
   todo = patches + ([Patch.clean()] if baseline else [])
   decodes += [np.zeros(lm.config.d_model, np.float32)] * int(baseline)
   N, K = len(ids), len(todo)
@@ -389,6 +438,7 @@ def run_patches(lm, prompts, patches: Sequence[Patch], *,
     if items:
       targets = engine.prepare(token_ids=[ids[i]], prefix_len=P, query_len=Q)
       _run_cells(engine, targets, items, [i], decodes, out, want_logits)
+  _run_groups(lm, ids, groups, timing, int(max_new_tokens), stop, out)
   res = PatchResults(todo, ids, out.tokens, out.n_gen, out.texts, out.delta,
                      timing, answers, out.logprobs, out.logits)
   if not baseline:

@@ -1,7 +1,6 @@
 """Which attention heads carry multi-position transfer (issue 19, step 4).
 
-Three measurements, on the public patching API (`icl_jax.Patch`,
-`capture`, `run_patches`) and the study layer (setups, position maps,
+On the public patching API and the study layer (setups, position maps,
 scorers, rows):
 
   map      for a (source, target) pair in a mode, every (layer, head): the
@@ -10,21 +9,22 @@ scorers, rows):
            map, values = the per-position mean over the source prompts as
            exp8 writes residuals) by the source prompts' value; beside it
            the whole residual (resid_post) at the same positions, every
-           layer. All cells are one `run_patches` call (one engine sweep;
-           the API splits it into groups of cells only to bound the
-           first-token logits it keeps). Per cell: transfer (the study's
-           scorer, as exp8's rows) and the attribution metric
-           (`interventions.attribution.transfer_metric`: log p(source
-           answer) - log p(target answer) at the first generated position,
-           first tokens of " " + answer), its change from the clean run.
+           layer, in one `run_patches` call. Per cell: transfer (the
+           study's scorer, as exp8's rows) and the change from the clean
+           run of log p(source answer) - log p(target answer) at the first
+           generated position (attribution.py's metric; first tokens of
+           " " + answer).
   groups   heads ranked by the map (transfer, then the metric's change);
            the top-k heads of a layer patched together (one head_out cell
            with heads=group; k = 2, 4, ... and all heads of the layer, which
            is the attn_out patch), compared with the best residual layer.
-           A group spanning several layers is not one cell: the engine's
-           cell edits one layer (`spec.CellBatch.layer` [C]) and the API has
-           no multi-patch cell, so global top-k groups are evaluated only
-           where they lie in one layer (`global_groups` says which).
+  global   all L x N heads ranked globally, by the map's change of the
+           metric ("map") and separately by AIE ("aie"); the top-k heads
+           (k = 1, 2, 4, ..., all) patched together across layers in one
+           forward (`icl_jax.HeadGroupPatch`: every block's selected heads
+           set to the source's clean head outputs at the same positions;
+           an edit at block l changes what later blocks read), next to the
+           best residual layer.
   aie      Todd et al. (2024)'s average indirect effect: per task, the mean
            over clean ICL prompts of each head's output at the last token;
            on corrupted prompts (the demo labels shuffled), that mean put in
@@ -32,7 +32,8 @@ scorers, rows):
            tasks and prompts of the increase of p(correct first token).
 
 Rows: DESIGN.md rows (`plans.cell_row`, "transfer" style) keyed by layer
-and condition ("resid_post", "head<h>", "top<k>", "baseline"); AIE rows
+and condition ("resid_post", "head<h>", "top<k>", "baseline"; global groups:
+layer None, "g<ranking>_top<k>", `group` [[layer, head], ...]); AIE rows
 (another experiment directory) carry `aie` instead of rates.
 """
 
@@ -133,11 +134,19 @@ def site_values(inp: PairInputs, layer: int, site: str, head=None):
   return plans.posmap_values(arr, inp.pm)
 
 
-def cell_patch(inp: PairInputs, layer: int, condition: str, heads=None):
-  """The Patch of one cell: resid_post, or head_out with `heads`."""
-  from icl_jax import Patch
+def cell_patch(inp: PairInputs, layer: int, condition: str, heads=None,
+               group=None):
+  """The Patch of one cell: resid_post, head_out with `heads`, or (group:
+  [(layer, head)]) a HeadGroupPatch across layers."""
+  from icl_jax import HeadGroupPatch, Patch
 
   pos = list(inp.pm.tgt_idx)
+  if group is not None:
+    by = {}
+    for l, h in group:
+      by.setdefault(int(l), []).append(int(h))
+    return HeadGroupPatch(by, pos, {l: site_values(inp, l, "head", hs)
+                                    for l, hs in by.items()}, name=condition)
   if heads is None:
     return Patch.replace(layer, pos, site_values(inp, layer, RESID),
                          name=f"L{layer}.{condition}")
@@ -174,8 +183,8 @@ def run_cells(study, inp: PairInputs, cells: Sequence[dict]) -> list[dict]:
   import icl_jax
 
   lm = study.lm
-  patches = [cell_patch(inp, c["layer"], c["condition"], c.get("heads"))
-             for c in cells]
+  patches = [cell_patch(inp, c["layer"], c["condition"], c.get("heads"),
+                        c.get("group")) for c in cells]
   out = icl_jax.run_patches(lm, inp.targets, patches,
                             max_new_tokens=study.max_new_tokens,
                             timing="prefill", stop="line",
@@ -189,18 +198,22 @@ def run_cells(study, inp: PairInputs, cells: Sequence[dict]) -> list[dict]:
   scoring = TaskScoring(inp.setup.source_task, inp.setup.target_task)
   rows = []
   for i, c in enumerate(cells):
-    heads = c.get("heads")
-    meta = {"site": RESID if heads is None else "head_out",
+    heads, group = c.get("heads"), c.get("group")
+    meta = {"site": "head_out" if heads or group else RESID,
             "heads": None if heads is None else [int(h) for h in heads],
             "source_positions": [int(s) for s in inp.pm.src_idx],
             "logit_diff": _mean(m[i]),
             "logit_diff_change": _mean(m[i] - clean),
             "logit_diff_per_prompt": [None if not np.isfinite(v) else
                                       float(v) for v in m[i]]}
+    if group is not None:  # delta is not measured for HeadGroupPatch
+      meta.update(group=[[int(l), int(h)] for l, h in group],
+                  ranking=c["ranking"], k=len(group),
+                  max_residual_change=None, changed=None)
     rows.append(plans.cell_row(
         inp.setup, scoring, out.texts[i], layer=c["layer"],
-        condition=c["condition"], delta=float(out.delta[i].max()),
-        meta=meta, **common))
+        condition=c["condition"], delta=0.0 if group is not None else
+        float(out.delta[i].max()), meta=meta, **common))
   base = plans.cell_row(
       inp.setup, scoring, out.clean.texts[0], layer=None,
       condition="baseline", delta=0.0,
@@ -245,6 +258,33 @@ def group_cells(rows: Sequence[dict], n_heads: int) -> list[dict]:
   return cells
 
 
+def global_ks(n: int) -> list[int]:
+  """1, 2, 4, ... below n, then n."""
+  return [1] + group_ks(n)
+
+
+def global_order(rows: Sequence[dict], aie: dict | None) -> dict:
+  """{ranking: [(layer, head)] best first}: "map" by the metric's change
+  (None last), "aie" by AIE (when given); ties: lower layer, head."""
+  heads = [r for r in rows if r.get("site") == "head_out"
+           and str(r["condition"]).startswith("head")]
+  keys = [(r["layer"], r["heads"][0]) for r in heads]
+  ld = {k: (-np.inf if r.get("logit_diff_change") is None else
+            r["logit_diff_change"]) for k, r in zip(keys, heads)}
+  out = {"map": sorted(keys, key=lambda k: (-ld[k], k))}
+  if aie:
+    out["aie"] = sorted(keys, key=lambda k: (-aie[k], k))
+  return out
+
+
+def global_cells(rows: Sequence[dict], aie: dict | None) -> list[dict]:
+  """The global top-k groups of each ranking (k from `global_ks`)."""
+  return [{"layer": None, "condition": f"g{name}_top{k}", "ranking": name,
+           "group": tuple(order[:k])}
+          for name, order in global_order(rows, aie).items()
+          for k in global_ks(len(order))]
+
+
 # ---------------------------------------------------------------------------
 # One (mode, pair): map, then groups (resumable by row key)
 # ---------------------------------------------------------------------------
@@ -285,6 +325,22 @@ def run_pair(study, mode: str, setup, layers, k: int = 5,
   return mine()
 
 
+def run_global(study, mode: str, setup, rows, aie, layers, k: int = 5,
+               on_mismatch: str = "truncate") -> list[dict]:
+  """The global top-k groups of one (mode, pair); their rows (all)."""
+  cells = global_cells([r for r in rows if r["layer"] in layers], aie)
+  todo = _pending(study, mode, setup, cells)
+  if todo:
+    inp = pair_inputs(study.lm, mode, setup, k, on_mismatch)
+    study.add([r for r in run_cells(study, inp, todo)
+               if r["condition"] != "baseline"])
+  study.tick(note=f"[{mode}] global groups")
+  names = {c["condition"] for c in cells}
+  return [r for r in study.rows() if r["mode"] == mode and
+          r["source_task"] == setup.source_task and
+          r["target_task"] == setup.target_task and r["condition"] in names]
+
+
 # ---------------------------------------------------------------------------
 # Summaries: groups vs the residual, global top-k
 # ---------------------------------------------------------------------------
@@ -292,8 +348,9 @@ def run_pair(study, mode: str, setup, layers, k: int = 5,
 def pair_summary(rows: Sequence[dict], n_heads: int) -> dict:
   """For one (mode, pair)'s rows: the best residual layer, the head
   ranking, per k the best layer's top-k transfer, the first k reaching the
-  best residual transfer, and the global top-k groups (evaluated where
-  they lie in one layer)."""
+  best residual transfer, and per global ranking the top-k groups across
+  layers (k, transfer, logit_diff_change, group) and the first k reaching
+  the best residual transfer."""
   resid = [r for r in rows if r.get("condition") == RESID]
   best = max(resid, key=lambda r: (r["transfer"], -r["layer"]))
   order = ranked_heads(rows)
@@ -312,22 +369,19 @@ def pair_summary(rows: Sequence[dict], n_heads: int) -> dict:
   # Matching a residual transfer of 0 says nothing: no k then.
   reach = [k for k, v in curve.items() if best["transfer"] > 0
            and v["transfer"] >= best["transfer"]]
-  glob = []
-  k = 1
-  while k <= len(order):
-    group = order[:k]
-    lays = sorted({l for l, _ in group})
-    item = {"k": k, "heads": [list(x) for x in group], "layers": lays}
-    if len(lays) == 1:
-      cond = head_condition(group[0][1]) if k == 1 else f"top{k}"
-      r = by.get((lays[0], cond))
-      if r is not None and (k == 1 or sorted(r["heads"]) == sorted(
-          h for _, h in group)):
-        item["transfer"] = r["transfer"]
-    glob.append(item)
-    k = k * 2 if k * 2 <= len(order) or k == len(order) else len(order)
+  glob = {}
+  for r in sorted((r for r in rows if r.get("ranking")),
+                  key=lambda r: r["k"]):
+    glob.setdefault(r["ranking"], []).append({
+        "k": r["k"], "transfer": r["transfer"], "group": r["group"],
+        "logit_diff_change": r["logit_diff_change"]})
+  first = {n: next((x["k"] for x in g if best["transfer"] > 0 and
+                    x["transfer"] >= best["transfer"]), None)
+           for n, g in glob.items()}
   return {"best_resid_layer": best["layer"],
           "best_resid_transfer": best["transfer"],
+          "best_resid_logit_diff_change": best["logit_diff_change"],
+          "global_first_k_reaching_resid": first,
           "top_heads": [list(x) for x in order[:10]],
           "best_layer_top_k": curve,
           "first_k_reaching_resid": min(reach) if reach else None,
@@ -467,13 +521,22 @@ def plot_pair(rows, path, model: str, n: int, title: str, n_heads: int,
       ks, [s["best_layer_top_k"][k]["transfer"] for k in ks]),
       f"whole residual, best layer (L{s['best_resid_layer']})": (
           ks, [s["best_resid_transfer"]] * len(ks))}
-  g = [x for x in s["global_top_k"] if "transfer" in x]
-  if g:
-    lines["global top-k (where in one layer)"] = (
-        [x["k"] for x in g], [x["transfer"] for x in g])
   figures.curves({f"{title} (N={n})": lines}, path / f"top_k_{tag}.png",
                  xlabel="k (heads patched together)", ylabel="transfer",
                  title=model, integer_x=True)
+  g = s["global_top_k"]
+  for metric, lim in (("transfer", (-0.05, 1.05)),
+                      ("logit_diff_change", None)):
+    lines = {f"global top-k by {name}": ([x["k"] for x in v],
+                                         [x[metric] for x in v])
+             for name, v in g.items()}
+    xs = sorted({x["k"] for v in g.values() for x in v})
+    lines[f"whole residual, best layer (L{s['best_resid_layer']})"] = (
+        xs, [s["best_resid_" + metric]] * len(xs))
+    figures.curves({f"{title} (N={n})": lines},
+                   path / f"global_top_k_{metric}_{tag}.png", logx=True,
+                   xlabel="k (top heads across layers, patched together)",
+                   ylabel=metric, title=model, ylim=lim)
   if comparison and aie:
     heads = [r for r in rows if r.get("site") == "head_out"
              and str(r["condition"]).startswith("head")]
@@ -492,10 +555,10 @@ def plot_pair(rows, path, model: str, n: int, title: str, n_heads: int,
 def run_study(st, aie_st, *, pairs, modes, n: int, tasks, seed: int = 0,
               k: int = 5, on_mismatch: str = "truncate") -> dict:
   """Map and groups for every (mode, pair) in `st`, AIE over `tasks` in
-  `aie_st` (None: skipped), plots; returns the summary (also written to
-  both runs' summary.json)."""
+  `aie_st` (None: skipped), then the global groups (ranked by the map and
+  by AIE), plots; returns the summary (also in both summary.json)."""
   setups_ = setups.setup_pairs(pairs, n, k=k, seed=seed)
-  st.start(2 * len(modes) * len(setups_) + len(tasks), unit="step")
+  st.start(3 * len(modes) * len(setups_) + len(tasks), unit="step")
   per = {}
   for mode in modes:
     for s in setups_:
@@ -515,6 +578,11 @@ def run_study(st, aie_st, *, pairs, modes, n: int, tasks, seed: int = 0,
     rows = [r for r in aie_st.rows() if r["target_task"] in tasks
             and r["layer"] in st.layers]
     aie = aie_by_head(rows)
+  for (mode, src, tgt), rows in per.items():
+    s = next(x for x in setups_ if (x.source_task, x.target_task) == (
+        src, tgt))
+    per[(mode, src, tgt)] = [r for r in rows if not r.get("ranking")] + \
+        run_global(st, mode, s, rows, aie, st.layers, k, on_mismatch)
   out = {}
   for (mode, src, tgt), rows in per.items():
     rows = [r for r in rows if r["layer"] is None or r["layer"] in st.layers]

@@ -136,6 +136,52 @@ def test_map_cells_equal_one_head_at_a_time(models, setup, family, mode,
   assert len(st.rd.rows()) == n
 
 
+def test_global_groups_across_layers(models, setup, tmp_path):
+  # gemma3 (post-norms), aligned: the global top-k groups of the map
+  # ranking against the map's own cells and a HeadGroupPatch by hand.
+  lm, mode = models["gemma3_text"], "aligned"
+  st = open_study(lm, tmp_path)
+  rows = head_map.run_pair(st, mode, setup, [0, 1])
+  aie = {(l, h): float(l - h) for l in (0, 1) for h in range(4)}
+  g = head_map.run_global(st, mode, setup, rows, aie, [0, 1])
+  assert sorted(r["condition"] for r in g) == sorted(
+      f"g{n}_top{k}" for n in ("map", "aie") for k in (1, 2, 4, 8))
+  by = {r["condition"]: r for r in g}
+  order = head_map.global_order(rows, aie)
+  assert order["aie"][:2] == [(1, 0), (0, 0)]
+  for k in (1, 2, 4, 8):
+    assert [tuple(x) for x in by[f"gmap_top{k}"]["group"]] == \
+        order["map"][:k]
+  # k = 1: one head at one block is the map's own (engine) cell.
+  (l, h), = order["map"][:1]
+  one = next(r for r in rows if (r["layer"], r["condition"]) == (
+      l, f"head{h}"))
+  assert [e["raw_output"] for e in by["gmap_top1"]["examples"]] == [
+      e["raw_output"] for e in one["examples"]]
+  np.testing.assert_allclose(by["gmap_top1"]["logit_diff_per_prompt"],
+                             one["logit_diff_per_prompt"], atol=1e-4)
+  # k = 8 (every head of both blocks): a HeadGroupPatch with hand values.
+  inp = head_map.pair_inputs(lm, mode, setup)
+  acts = icl_jax.capture(lm, [e.prompt().text for e in
+                              setup.source_episodes], sites=["head_out"])
+  pos = list(inp.pm.tgt_idx)
+  p = icl_jax.HeadGroupPatch({l: range(4) for l in (0, 1)}, pos, {
+      l: sum(hand_values(acts, l, inp.pm, "head_out", h) for h in range(4))
+      for l in (0, 1)})
+  out = icl_jax.run_patches(lm, inp.targets, [p], max_new_tokens=MAX_NEW,
+                            answer_tokens=[list(a) for a in inp.answers])
+  r = by["gmap_top8"]
+  assert [e["raw_output"] for e in r["examples"]] == out.texts[0]
+  lp = out.answer_logprobs[0]
+  np.testing.assert_allclose(r["logit_diff_per_prompt"], lp[:, 0] - lp[:, 1],
+                             atol=1e-4)
+  assert r["max_residual_change"] is None and r["k"] == 8
+  # Resumable.
+  n = len(st.rd.rows())
+  head_map.run_global(st, mode, setup, rows, aie, [0, 1])
+  assert len(st.rd.rows()) == n
+
+
 @pytest.mark.parametrize("family", ["llama", "gemma3_text"])
 def test_all_heads_of_a_layer_equal_the_attn_out_patch(models, setup,
                                                        family):
@@ -222,9 +268,24 @@ def test_rankings_groups_and_comparison_on_hand_made_rows():
   assert s["best_layer_top_k"][1] == {"transfer": 0.3, "layer": 0}
   assert s["best_layer_top_k"][2] == {"transfer": 0.8, "layer": 0}
   assert s["first_k_reaching_resid"] == 2
-  g = {x["k"]: x for x in s["global_top_k"]}
-  assert g[1]["transfer"] == 0.3 and g[2]["layers"] == [0, 1]
-  assert "transfer" not in g[2] and g[4]["layers"] == [0, 1]
+  assert s["global_top_k"] == {}
+  # Global rankings: by the metric's change (map), by AIE.
+  assert head_map.global_ks(4) == [1, 2, 4]
+  assert head_map.global_ks(72) == [1, 2, 4, 8, 16, 32, 64, 72]
+  aie0 = {(0, 0): 0.0, (0, 1): 0.5, (1, 0): -1.0, (1, 1): 0.5}
+  o = head_map.global_order(rows, aie0)
+  assert o["map"] == [(1, 0), (0, 0), (1, 1), (0, 1)]
+  assert o["aie"] == [(0, 1), (1, 1), (0, 0), (1, 0)]
+  assert [(c["condition"], c["group"]) for c in head_map.global_cells(
+      rows, None)][:2] == [("gmap_top1", ((1, 0),)),
+                           ("gmap_top2", ((1, 0), (0, 0)))]
+  glob = [dict(_row(None, None, t, ld, cond=f"gmap_top{k}"), ranking="map",
+               k=k, group=[[1, 0]]) for k, t, ld in ((2, 0.9, 5.0),
+                                                     (1, 0.5, 1.0))]
+  s = head_map.pair_summary(rows + glob, 2)
+  assert [x["k"] for x in s["global_top_k"]["map"]] == [1, 2]
+  assert s["global_first_k_reaching_resid"] == {"map": 2}
+  assert s["best_resid_logit_diff_change"] == 4.0
   # AIE comparison: the same order -> rho 1, overlap 1; reversed -> -1.
   same = {(1, 0): 4.0, (0, 1): 3.0, (0, 0): 2.0, (1, 1): 1.0}
   c = head_map.compare(rows, same, top=2)
