@@ -20,6 +20,11 @@ What is never recomputed:
     still running into smaller batches as others finish;
   * logits are computed only at the last prompt position and at decode steps.
 
+Per-target cells (`CellBatch.target_mask` [C,N,T] / `target_seed` [C,N]:
+each prompt its own positions and noise draw, e.g. fresh noise per
+generation) run in the same call: their prefix phase runs per (cell,
+prompt) when it is edited, as the prompts' prefixes then differ.
+
 Cells are split into chunks that fit a memory budget, and the cell axis is
 sharded over all visible devices (`jax.sharding.Mesh` + `NamedSharding`), so
 the same call runs on one CPU, one GPU or a TPU slice; chunking and sharding
@@ -225,9 +230,12 @@ class Engine:
     return sharding.row_bytes(self.cfg, targets.slots, self.max_new_tokens,
                               self.lm.dtype)
 
-  def chunk_size(self, targets: TargetSet) -> int:
-    per_cell = targets.n * self._row_bytes(targets) + (
-        targets.slots * self.cfg.d_model * 8)
+  def chunk_size(self, targets: TargetSet, per_target: bool = False) -> int:
+    """Cells per chunk; per-target cells hold N noise draws and N edited
+    prefix caches each."""
+    draws = targets.n if per_target else 1
+    per_cell = (targets.n + draws - 1) * self._row_bytes(targets) + (
+        draws * targets.slots * self.cfg.d_model * 8)
     return sharding.chunk_cells(per_cell, self.memory_budget,
                                 len(self.devices), self.chunk_cells)
 
@@ -240,7 +248,10 @@ class Engine:
     if ((cells.c != 0) & (cells.layer < 0)).any():
       raise ValueError("skip edits need a block (layer >= 0)")
     T = targets.slots
-    mask, values = cells.mask, cells.values
+    mask, values, tmask = cells.mask, cells.values, cells.target_mask
+    if tmask is not None and tmask.shape[1] != targets.n:
+      raise ValueError(f"per-target cells for {tmask.shape[1]} targets, "
+                       f"the target set has {targets.n}")
     if mask.shape[1] > T:
       if mask[:, T:].any():
         last = int(np.nonzero(mask.any(0))[0].max())
@@ -249,10 +260,13 @@ class Engine:
             f"{T} tokens (drop out-of-range indices first, as faithful mode "
             "does)")
       mask, values = mask[:, :T], values[:, :T]
+      tmask = None if tmask is None else tmask[:, :, :T]
     elif mask.shape[1] < T:
       padw = T - mask.shape[1]
       mask = np.pad(mask, ((0, 0), (0, padw)))
       values = np.pad(values, ((0, 0), (0, padw), (0, 0)))
+      tmask = None if tmask is None else np.pad(tmask,
+                                                ((0, 0), (0, 0), (0, padw)))
     if not np.isfinite(values).all():
       raise ValueError("patch values contain NaN or inf")
     heads = cells.heads
@@ -260,14 +274,15 @@ class Engine:
       raise ValueError(f"head index {heads.shape[1] - 1} outside the model "
                        f"({self.cfg.n_heads} heads)")
     heads = np.pad(heads, ((0, 0), (0, self.cfg.n_heads - heads.shape[1])))
-    return dataclasses.replace(cells, mask=mask, values=values, heads=heads)
+    return dataclasses.replace(cells, mask=mask, values=values, heads=heads,
+                               target_mask=tmask)
 
   def run(self, targets: TargetSet, cells: CellBatch,
           return_logits: bool = False, progress: bool = False) -> SweepResult:
     """Evaluates every cell on every target prompt."""
     cells = self._check_cells(targets, cells)
     C = len(cells)
-    chunk = self.chunk_size(targets)
+    chunk = self.chunk_size(targets, cells.per_target)
     tables = self.lm.stop_tables.as_arrays()
     repl = sharding.replicated(self.mesh)
     q_len = jax.device_put(jnp.asarray(targets.q_len), repl)
@@ -312,13 +327,16 @@ class Engine:
     take = np.concatenate([idx, np.full(size - len(idx), idx[0])])
     sub = cells.take(take)
     sub.mask[len(idx):] = False
+    if sub.per_target:
+      sub.target_mask[len(idx):] = False
     shard = sharding.sharded_cells(self.mesh)
     arrays = {f.name: jax.device_put(jnp.asarray(getattr(sub, f.name)), shard)
               for f in dataclasses.fields(sub)
-              if f.name not in ("layer", "site")}
+              if f.name not in ("layer", "site")
+              and getattr(sub, f.name) is not None}
     return sweep_layer(self.cfg, self.params, jnp.int32(layer), clean, q_len,
-                       arrays, tables, self.max_new_tokens, self.stop, self.timing,
-                       return_logits, self.compact_min_rows,
+                       arrays, tables, self.max_new_tokens, self.stop,
+                       self.timing, return_logits, self.compact_min_rows,
                        prefix_start(sub.mask, targets.prefix_len),
                        int(sub.site[0]))
 

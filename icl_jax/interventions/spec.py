@@ -71,7 +71,17 @@ def site_index(site: str) -> int:
 
 @dataclasses.dataclass
 class CellBatch:
-  """C cells as arrays over the target prompt's positions (T slots)."""
+  """C cells as arrays over the target prompt's positions (T slots).
+
+  Per-target cells: `target_mask` [C,N,T] and `target_seed` [C,N] give each
+  of the N target prompts its own positions and its own noise draw (row
+  (c, n) is edited at target_mask[c, n] with noise seeded target_seed[c, n];
+  e.g. noise drawn fresh per generation, at each prompt's own index). Then
+  `mask` is their union over N and `seed` is unused. Both None (default):
+  every target uses `mask` and `seed`. Noise rows depend only on (seed,
+  slot), not on T (jax_threefry_partitionable, the default), so a row
+  equals the one-prompt run with that seed and mask.
+  """
 
   layer: np.ndarray  # int [C]
   mask: np.ndarray  # bool [C,T]
@@ -84,6 +94,8 @@ class CellBatch:
   decode_values: np.ndarray  # float [C,D]
   site: np.ndarray | None = None  # int [C], index into SITES (None: resid)
   heads: np.ndarray | None = None  # bool [C,N] (head_out; [C,0] otherwise)
+  target_mask: np.ndarray | None = None  # bool [C,N,T] (per-target cells)
+  target_seed: np.ndarray | None = None  # uint32 [C,N] (per-target cells)
 
   def __post_init__(self):
     C = int(self.layer.shape[0])
@@ -91,22 +103,32 @@ class CellBatch:
       self.site = np.zeros((C,), np.int32)
     if self.heads is None:
       self.heads = np.zeros((C, 0), bool)
+    if (self.target_mask is None) != (self.target_seed is None):
+      raise ValueError("per-target cells need target_mask and target_seed")
+
+  @property
+  def per_target(self) -> bool:
+    return self.target_mask is not None
 
   def __len__(self):
     return int(self.layer.shape[0])
 
   def take(self, idx) -> "CellBatch":
-    return CellBatch(**{f.name: getattr(self, f.name)[idx]
+    return CellBatch(**{f.name: None if getattr(self, f.name) is None
+                        else getattr(self, f.name)[idx]
                         for f in dataclasses.fields(self)})
 
   @classmethod
   def concat(cls, batches) -> "CellBatch":
     batches = list(batches)
+    if len({b.per_target for b in batches}) > 1:
+      raise ValueError("cannot concatenate per-target and shared cells")
     width = max(b.heads.shape[1] for b in batches)
     fix = lambda b, n, a: (np.pad(a, ((0, 0), (0, width - a.shape[1])))
                            if n == "heads" else a)
-    return cls(**{f.name: np.concatenate([fix(b, f.name, getattr(b, f.name))
-                                          for b in batches])
+    return cls(**{f.name: None if getattr(batches[0], f.name) is None else
+                  np.concatenate([fix(b, f.name, getattr(b, f.name))
+                                  for b in batches])
                   for f in dataclasses.fields(cls)})
 
 
@@ -119,12 +141,14 @@ def make_cells(edit: str, layers, masks, d_model: int, values=None,
   Args:
     edit: one of EDITS.
     layers: int [C] (or scalar, broadcast).
-    masks: bool [C,T].
+    masks: bool [C,T], or [C,N,T]: per-target cells (each of the N target
+      prompts its own positions; see CellBatch).
     values: float [C,T,D] (replace / mean_ablate: the new values; add: the
       added vectors, per position), or [C,D] / [D] broadcast over positions.
     sigma: noise scale, scalar or [C] (edit="noise").
     relative: noise relative to rms(residual) at each position.
-    seed: int or [C]; per-cell noise seeds.
+    seed: int or [C]; per-cell noise seeds; or [C,N] per target (masks
+      [C,N,T] only).
     decode_values: [C,D] added at generated tokens with every_step timing.
     site: one of SITES (all C cells), or a list of C names.
     heads: head_out only: int [C] (one head per cell) or bool [C,N] (a
@@ -133,8 +157,17 @@ def make_cells(edit: str, layers, masks, d_model: int, values=None,
   if edit not in EDITS:
     raise ValueError(f"unknown edit {edit!r}; known: {EDITS}")
   masks = np.asarray(masks, bool)
-  if masks.ndim != 2:
-    raise ValueError(f"masks must be [cells, positions], got {masks.shape}")
+  if masks.ndim not in (2, 3):
+    raise ValueError(f"masks must be [cells, positions] or [cells, targets, "
+                     f"positions], got {masks.shape}")
+  per_target = None
+  if masks.ndim == 3:  # per target: the union is the cell's mask
+    per_target, masks = masks, masks.any(axis=1)
+    t_seed = np.broadcast_to(np.asarray(seed, np.int64)[
+        (...,) + (None,) * (2 - np.ndim(seed))], per_target.shape[:2])
+    seed = 0
+  elif np.ndim(seed) > 1:
+    raise ValueError("seed [C,N] needs per-target masks [C,N,T]")
   C, T = masks.shape
   layers = np.broadcast_to(np.asarray(layers, np.int32), (C,)).copy()
   vals = np.zeros((C, T, d_model), np.float32)
@@ -174,7 +207,8 @@ def make_cells(edit: str, layers, masks, d_model: int, values=None,
       sigma=sig, relative=np.broadcast_to(np.asarray(relative, bool),
                                           (C,)).copy(),
       seed=np.broadcast_to(np.asarray(seed, np.int64), (C,)).astype(np.uint32),
-      decode_values=dv)
+      decode_values=dv, target_mask=per_target,
+      target_seed=None if per_target is None else t_seed.astype(np.uint32))
 
 
 def _head_mask(heads, sites, C):

@@ -112,14 +112,23 @@ def edited_output(cfg, params, site, layer, x_in, clean_out, edit_args,
 
 
 def _cell_args(cells, noise):
-  """The per-cell edit arrays, in `edited_output`'s edit_args order."""
-  return (cells["heads"], cells["mask"], cells["values"], cells["a"],
+  """The per-cell edit arrays, in `edited_output`'s edit_args order (mask
+  [C,T], noise [C,T,D]; per-target cells: [C,N,T] and [C,N,T,D])."""
+  mask = cells.get("target_mask", cells["mask"])
+  return (cells["heads"], mask, cells["values"], cells["a"],
           cells["c"], cells["sigma"], cells["relative"], noise)
+
+
+# vmap axes of `_cell_args` over the N targets of per-target cells: each
+# target its own mask and noise, the rest shared.
+_TARGET_AXES = (None, 0, None, None, None, None, None, 0)
 
 
 def prefix_phase(cfg, params, layer, clean, cells, noise, prefix_start,
                  site=0):
-  """Per cell: the edited prefix's K/V [C,L,P,K,H] and max |edit| [C]."""
+  """Per cell: the edited prefix's K/V [C,L,P,K,H] and max |edit| [C];
+  per-target cells that edit the prefix: per (cell, target), [C,N,L,P,K,H]
+  and [C,N]."""
   L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
   P = clean["prefix_resid"].shape[1]
   C = cells["mask"].shape[0]
@@ -143,6 +152,9 @@ def prefix_phase(cfg, params, layer, clean, cells, noise, prefix_start,
     return {n: cache[n][:, 0] for n in ("k", "v")}, delta
 
   if P > prefix_start:
+    if "target_mask" in cells:
+      per_target = jax.vmap(prefix_cell, in_axes=_TARGET_AXES)
+      return jax.vmap(per_target)(*_cell_args(cells, noise))
     return jax.vmap(prefix_cell)(*_cell_args(cells, noise))
   # No prefix token edited (or no prefix): the clean prefix K/V.
   pcache = {n: jnp.broadcast_to(clean[f"prefix_{n}"], (C, L, P, K, H))
@@ -190,7 +202,11 @@ def query_phase(cfg, params, layer, clean, q_len, cells, noise, pcache,
       cache = {n: patched[n][:, 0] for n in ("k", "v")}
     return cache, key_pos[0], logits, delta
 
-  per_prompt = jax.vmap(query_row, in_axes=(None,) * 10 + (1, 1, 1, 0))
+  # Per-target cells: each prompt its own mask and noise (and its own
+  # prefix K/V if the prefix was edited, pcache [C,N,L,P,K,H]).
+  tm = _TARGET_AXES if "target_mask" in cells else (None,) * 8
+  pp = 0 if pcache["k"].ndim == 6 else None
+  per_prompt = jax.vmap(query_row, in_axes=(pp, pp) + tm + (1, 1, 1, 0))
   per_cell = jax.vmap(per_prompt, in_axes=(0,) * 10 + (None,) * 4)
   return per_cell(
       pcache["k"], pcache["v"], *_cell_args(cells, noise),
@@ -210,7 +226,8 @@ def decode_phase(cfg, params, layer, cells, first_logits, cache, key_pos,
   r_a, r_c, r_sig, r_rel = (rep(cells[k]) for k in ("a", "c", "sigma",
                                                      "relative"))
   r_dv = rep(cells["decode_values"])
-  r_seed = rep(cells["seed"])
+  r_seed = (cells["target_seed"].reshape(-1) if "target_seed" in cells
+            else rep(cells["seed"]))
   r_heads = rep(cells["heads"])
 
   def step_layers(tok, pos, slot, key_pos, cache, t, rows):
@@ -252,7 +269,8 @@ def sweep_layer(cfg: DecoderConfig, params, layer, clean, q_len, cells,
     layer: int scalar (traced), block whose output is edited (-1: embeddings).
     clean: output of `clean_run` (without first_logits).
     q_len: int [N].
-    cells: dict of CellBatch arrays with leading axis C (layer excluded).
+    cells: dict of CellBatch arrays with leading axis C (layer and site
+      excluded; target_mask / target_seed only for per-target cells).
     tables: StopTables.as_arrays().
     compact_min_rows: decode compaction (`greedy_loop`); 0 = off.
     prefix_start: static; no cell edits a prefix slot before it, so those
@@ -269,7 +287,11 @@ def sweep_layer(cfg: DecoderConfig, params, layer, clean, q_len, cells,
   T = P + Q
   S = T + max_new_tokens
   C = cells["mask"].shape[0]
-  noise = jax.vmap(lambda s: _noise(s, (T, D)))(cells["seed"])  # [C,T,D]
+  draw = jax.vmap(lambda s: _noise(s, (T, D)))
+  if "target_seed" in cells:  # per (cell, target) draws [C,N,T,D]
+    noise = jax.vmap(draw)(cells["target_seed"])
+  else:
+    noise = draw(cells["seed"])  # [C,T,D]
   pcache, pdelta = prefix_phase(cfg, params, layer, clean, cells, noise,
                                 prefix_start, site)
   cache, key_pos, logits, qdelta = query_phase(
@@ -279,7 +301,8 @@ def sweep_layer(cfg: DecoderConfig, params, layer, clean, q_len, cells,
   R = C * N
   cache = {n: jnp.moveaxis(cache[n].reshape(R, L, S, K, H), 0, 1)
            for n in ("k", "v")}
-  delta = jnp.maximum(pdelta, qdelta.max(axis=1))
+  # pdelta [C] or (per-target prefix) [C,N]
+  delta = jnp.maximum(pdelta.reshape(C, -1).max(axis=1), qdelta.max(axis=1))
   tokens, n_gen = decode_phase(
       cfg, params, layer, cells, logits.reshape(R, -1), cache,
       key_pos.reshape(R, S), jnp.tile(P + q_len, C), T, tables,

@@ -30,18 +30,13 @@ from icl_jax.interventions.spec import CellBatch
 
 @dataclasses.dataclass
 class EngineGroup:
-  """Engine cells over the N prompts of a task.
+  """Engine cells over the N prompts of a task (per-target cells, e.g.
+  noise drawn independently per prompt as the original's fresh
+  `randn_like` per generation, run in the same one call)."""
 
-  per_prompt: optional `f(prompt_index, slots) -> CellBatch`; then every
-  prompt is run as its own target set with its own cells (e.g. noise drawn
-  independently per prompt, as the original's fresh `randn_like` per
-  generation) and `cells` is ignored.
-  """
-
-  cells: CellBatch | None
+  cells: CellBatch
   meta: list[dict]
   timing: str = "prefill"
-  per_prompt: Callable | None = None
 
 
 @dataclasses.dataclass
@@ -108,25 +103,13 @@ def run_task_ablations(study: Study, *, tasks: Sequence[str], modes, n: int,
       for g in groups:
         if isinstance(g, EngineGroup):
           eng = study.engine(g.timing, "line")
-          if g.per_prompt is None:
-            tg = targets if eng is base_engine else eng.prepare(
-                token_ids=tp.token_ids)
-            res = eng.run(tg, g.cells)
-            texts, delta, npos = res.texts, res.delta, res.n_positions
-          else:
-            texts = [[None] * len(tp.token_ids) for _ in g.meta]
-            delta = np.zeros(len(g.meta), np.float32)
-            for i, ids in enumerate(tp.token_ids):
-              tg = eng.prepare(token_ids=[ids])
-              res = eng.run(tg, g.per_prompt(i, tg.slots))
-              for c in range(len(g.meta)):
-                texts[c][i] = res.texts[c][0]
-              delta = np.maximum(delta, res.delta)
-              npos = res.n_positions
+          tg = targets if eng is base_engine else eng.prepare(
+              token_ids=tp.token_ids)
+          res = eng.run(tg, g.cells)
           meta = [dict(m, max_residual_change=float(d),
                        n_positions=m.get("n_positions", int(c)))
-                  for m, d, c in zip(g.meta, delta, npos)]
-          rows += accuracy_rows(texts, meta, timing=g.timing,
+                  for m, d, c in zip(g.meta, res.delta, res.n_positions)]
+          rows += accuracy_rows(res.texts, meta, timing=g.timing,
                                 stop="line", **common)
         else:
           # A leading no-op cell gives the clean first-token logits, so

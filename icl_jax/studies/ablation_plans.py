@@ -64,19 +64,19 @@ def noise_plan(tok, *, layers, positions: Sequence[str], noise: dict,
           specs.append((pos, l, sigma, stable_seed(
               seed, tp.task, pos_name, l, s)))
 
-    def cells(prompt_index, slots):
-      """The noise cells of one prompt (its positions and seeds)."""
-      masks = np.zeros((len(specs), slots), bool)
-      for c, (pos, _, _, _) in enumerate(specs):
-        masks[c, pos[prompt_index]] = True
-      return make_cells(
-          "noise", [sp[1] for sp in specs], masks, d_model,
-          sigma=[sp[2] for sp in specs], relative=kind == "rms",
-          seed=[prompt_seed(sp[3], prompt_index) for sp in specs])
-
-    if per_prompt:
-      return [ablation.EngineGroup(None, meta, per_prompt=cells)]
-    return [ablation.EngineGroup(cells(0, tp.slots), meta)]
+    # Per prompt (per_prompt) or one shared: masks [C,N,T], seeds [C,N];
+    # prompt i of cell c draws from prompt_seed(cell seed, i).
+    N = len(tp.episodes)
+    masks = np.zeros((len(specs), N, tp.slots), bool)
+    for c, (pos, _, _, _) in enumerate(specs):
+      masks[c, np.arange(N), pos] = True
+    seeds = [[prompt_seed(sp[3], i) for i in range(N)] for sp in specs]
+    if not per_prompt:
+      masks, seeds = masks[:, 0], [row[0] for row in seeds]
+    return [ablation.EngineGroup(make_cells(
+        "noise", [sp[1] for sp in specs], masks, d_model,
+        sigma=[sp[2] for sp in specs], relative=kind == "rms", seed=seeds),
+        meta)]
 
   return plan
 
