@@ -120,6 +120,27 @@ def make_tiny_hf_model(family: str, seed: int = 0, **overrides):
   return model
 
 
+def tiny_llama_lm(tokenizer=None, scale: float = 1.0):
+  """A tiny random Flax llama (2 layers, d=16, GQA 2/1) with SmolLM2's real
+  tokenizer (vocab 49152) by default; `scale` multiplies every weight
+  (> 1: peaky logits, so greedy outputs depend on the edits)."""
+  from icl_jax.convert.tokenizers import load_tokenizer
+  from icl_jax.models.config import config_from_hf
+  from icl_jax.models.decoder import init_params
+  from icl_jax.models.lm import LanguageModel
+
+  cfg = config_from_hf(dict(
+      model_type="llama", vocab_size=49152, hidden_size=16,
+      intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+      num_key_value_heads=1, max_position_embeddings=256, eos_token_id=2,
+      bos_token_id=1, pad_token_id=2, tie_word_embeddings=True))
+  params = init_params(cfg, jax.random.PRNGKey(0))
+  if scale != 1.0:
+    params = jax.tree_util.tree_map(lambda x: x * scale, params)
+  tok = tokenizer if tokenizer is not None else load_tokenizer("smollm2-135m")
+  return LanguageModel(cfg, params, tokenizer=tok, name="tiny")
+
+
 @pytest.fixture
 def rng():
   return np.random.RandomState(0)

@@ -7,6 +7,7 @@ import numpy as np
 import jax
 import pytest
 
+from tests.conftest import tiny_llama_lm
 from icl_jax.interventions.engine import Engine
 from icl_jax.interventions.spec import make_cells
 from icl_jax.studies import ablation, ablation_plans
@@ -16,20 +17,7 @@ from icl_jax.studies.accuracy import prompt_seed, stable_seed
 @pytest.fixture(scope="module")
 def lm():
   """A tiny random llama (peaky logits) with SmolLM2's real tokenizer."""
-  from icl_jax.convert.tokenizers import load_tokenizer
-  from icl_jax.models.config import config_from_hf
-  from icl_jax.models.decoder import init_params
-  from icl_jax.models.lm import LanguageModel
-
-  cfg = config_from_hf(dict(
-      model_type="llama", vocab_size=49152, hidden_size=16,
-      intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-      num_key_value_heads=1, max_position_embeddings=256, eos_token_id=2,
-      bos_token_id=1, pad_token_id=2, tie_word_embeddings=True))
-  params = jax.tree_util.tree_map(lambda x: x * 4.0,
-                                  init_params(cfg, jax.random.PRNGKey(0)))
-  return LanguageModel(cfg, params, tokenizer=load_tokenizer("smollm2-135m"),
-                       name="tiny")
+  return tiny_llama_lm(scale=4.0)
 
 
 def test_per_prompt_noise_in_one_call_equals_one_prompt_calls(lm):

@@ -8,6 +8,7 @@ import numpy as np
 import jax
 import pytest
 
+from tests.conftest import tiny_llama_lm
 from icl_jax.analysis.compile_count import CompileCounter
 from icl_jax.interventions.engine import Engine, common_prefix_len
 from icl_jax.interventions.spec import make_cells
@@ -24,19 +25,7 @@ PAIRS = [("antonym", "first_letter"), ("first_letter", "antonym")]
 @pytest.fixture(scope="module")
 def lm():
   """A tiny random llama with SmolLM2's real tokenizer."""
-  from icl_jax.convert.tokenizers import load_tokenizer
-  from icl_jax.models.config import config_from_hf
-  from icl_jax.models.decoder import init_params
-  from icl_jax.models.lm import LanguageModel
-
-  cfg = config_from_hf(dict(
-      model_type="llama", vocab_size=49152, hidden_size=16,
-      intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-      num_key_value_heads=1, max_position_embeddings=256, eos_token_id=2,
-      bos_token_id=1, pad_token_id=2, tie_word_embeddings=True))
-  params = init_params(cfg, jax.random.PRNGKey(0))
-  return LanguageModel(cfg, params, tokenizer=load_tokenizer("smollm2-135m"),
-                       name="tiny")
+  return tiny_llama_lm()
 
 
 def _ids(lm, eps):

@@ -6,6 +6,7 @@ import numpy as np
 import jax
 import pytest
 
+from tests.conftest import tiny_llama_lm
 from icl_jax import tasks as T
 from icl_jax.studies import (ablation, accuracy, layers, plans, positions,
                              setups, single_position)
@@ -22,17 +23,7 @@ def tok():
 @pytest.fixture(scope="module")
 def lm(tok):
   """A tiny random llama with SmolLM2's real tokenizer (vocab 49152)."""
-  from icl_jax.models.config import config_from_hf
-  from icl_jax.models.decoder import init_params
-  from icl_jax.models.lm import LanguageModel
-
-  cfg = config_from_hf(dict(
-      model_type="llama", vocab_size=49152, hidden_size=16,
-      intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-      num_key_value_heads=1, max_position_embeddings=256, eos_token_id=2,
-      bos_token_id=1, pad_token_id=2, tie_word_embeddings=True))
-  params = init_params(cfg, jax.random.PRNGKey(0))
-  return LanguageModel(cfg, params, tokenizer=tok, name="tiny")
+  return tiny_llama_lm(tok)
 
 
 def test_setup_pairs_options_replay_the_rng():
