@@ -66,7 +66,9 @@
 # suite ends with a timing table and writes OUT/suite.json. The wall time of
 # each step is also appended to OUT/suite_times.txt.
 # Environment: ONLY=name1,name2 runs a subset; DRY_RUN=1 prints the commands
-# (and their estimated work) and runs nothing; PY=python to use.
+# (and their estimated work) and runs nothing; PY=python to use;
+# HEADLINE=F (a `benchmarks/sweep.py --methods=engine --out=F` result of the
+# same day) adds each step's gen/s as a ratio to the engine's rate.
 set -uo pipefail
 USAGE="usage: report_suite.sh MODEL OUT_DIR [--sizes=report|study|quick]"
 MODEL=${1:?$USAGE}
@@ -285,6 +287,6 @@ PHASE=plan; suite
 PHASE=run; suite
 if [[ -z $DRY_RUN ]]; then
   echo "=== timing ($SIZES sizes; counts estimated, wall times measured)"
-  $TIMING table "$OUT" "$SIZES" "$MODEL"
+  $TIMING table "$OUT" "$SIZES" "$MODEL" "${HEADLINE:-}"
 fi
 exit $FAILED

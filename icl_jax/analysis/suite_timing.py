@@ -24,7 +24,10 @@ CLI (used by the suite; `python -m icl_jax.analysis.suite_timing CMD ...`):
   plan OUT NAME GENS FWDS FITS    add a step to the plan
   eta OUT NAME                    print the step's progress/ETA line
   record OUT NAME WALL_S RC [COMPILE_JSON]
-  table OUT SIZES MODEL           write suite.json, print the table
+  table OUT SIZES MODEL [SWEEP_JSON]
+                                  write suite.json, print the table (with
+                                  SWEEP_JSON, a benchmarks/sweep.py output
+                                  of the same day: gen/s as a ratio to it)
 """
 
 from __future__ import annotations
@@ -132,7 +135,10 @@ def record(out: Path, name: str, wall_s: float, rc: int,
   counts = _latest(_lines(out / "suite_plan.jsonl")).get(name, {})
   row = {"name": name, **{k: counts.get(k, 0) for k in
                           ("generations", "forwards", "probe_fits")},
-         "wall_s": round(wall_s, 1), "rc": rc, "finished": time.time()}
+         "wall_s": round(wall_s, 1), "rc": rc, "finished": time.time(),
+         # 1/5/15-minute load at the step's end: the 5-minute figure is the
+         # load the step ran under (its own ~1-2 on this 2-core machine).
+         "load_avg": [round(x, 2) for x in os.getloadavg()]}
   if compile_json and Path(compile_json).exists():
     row.update(json.loads(Path(compile_json).read_text()))
   pred = predicted_s(counts)
@@ -147,8 +153,19 @@ def record(out: Path, name: str, wall_s: float, rc: int,
           f"{pred:.0f}s{rate}{comp})")
 
 
-def table(out: Path, sizes: str, model: str) -> dict:
-  """Writes OUT/suite.json from the latest record of every planned step."""
+def headline_rate(sweep_json: str | Path) -> float:
+  """The engine's generations/s from a `benchmarks/sweep.py` JSON (the
+  full file, or `--method=engine`'s one-method output)."""
+  doc = json.loads(Path(sweep_json).read_text())
+  gps = doc["generations_per_s"]
+  return float(gps["engine"] if isinstance(gps, dict) else gps)
+
+
+def table(out: Path, sizes: str, model: str,
+          headline_gen_s: float | None = None) -> dict:
+  """Writes OUT/suite.json from the latest record of every planned step;
+  with `headline_gen_s` (the engine's rate measured the same day), each
+  step's generations/s is also given as a ratio to it."""
   plan_rows = _latest(_lines(out / "suite_plan.jsonl"))
   done = _latest(_lines(out / "suite_steps.jsonl"))
   rows = []
@@ -159,6 +176,9 @@ def table(out: Path, sizes: str, model: str) -> dict:
     r.pop("finished", None)
     r["generations_per_s"] = (round(r["generations"] / r["wall_s"], 2)
                               if r["generations"] and r["wall_s"] else None)
+    if headline_gen_s and r["generations_per_s"] is not None:
+      r["ratio_to_headline"] = round(r["generations_per_s"] / headline_gen_s,
+                                     3)
     rows.append(r)
   total = {k: sum(r.get(k, 0) or 0 for r in rows) for k in
            ("generations", "forwards", "probe_fits", "wall_s", "compiles")}
@@ -166,21 +186,31 @@ def table(out: Path, sizes: str, model: str) -> dict:
          "(scripts/report_suite.sh); wall_s measured", "load_avg":
          list(os.getloadavg()), "cpus": os.cpu_count(), "steps": rows,
          "total": total}
+  if headline_gen_s:
+    doc["headline_generations_per_s"] = headline_gen_s
   (out / "suite.json").write_text(json.dumps(doc, indent=1))
   return doc
 
 
 def format_table(doc: dict) -> str:
   head = (f"{'step':22s} {'gens':>7s} {'fwd':>6s} {'fits':>5s} "
-          f"{'wall_s':>8s} {'gen/s':>6s} {'compiles':>8s}")
+          f"{'wall_s':>8s} {'gen/s':>6s} {'ratio':>6s} {'compiles':>8s} "
+          f"{'load5':>6s}")
   lines = [head]
   for r in doc["steps"] + [dict(doc["total"], name="TOTAL")]:
-    gps = r.get("generations_per_s")
+    gps, ratio = r.get("generations_per_s"), r.get("ratio_to_headline")
+    load = r.get("load_avg")
     lines.append(
         f"{r['name']:22s} {r.get('generations', 0):7d} "
         f"{r.get('forwards', 0):6d} {r.get('probe_fits', 0):5d} "
         f"{r.get('wall_s', 0):8.0f} {gps if gps is not None else '-':>6} "
-        f"{r.get('compiles', '-'):>8}")
+        f"{ratio if ratio is not None else '-':>6} "
+        f"{r.get('compiles', '-'):>8} "
+        f"{load[1] if load else '-':>6}")
+  if doc.get("headline_generations_per_s"):
+    lines.append(f"ratio = gen/s / the engine's headline "
+                 f"{doc['headline_generations_per_s']:.1f} gen/s "
+                 "(benchmarks/sweep.py, same day)")
   return "\n".join(lines)
 
 
@@ -194,7 +224,8 @@ def main(argv: list[str]) -> None:
     print(record(out, argv[2], float(argv[3]), int(argv[4]),
                  argv[5] if len(argv) > 5 else None), flush=True)
   elif cmd == "table":
-    print(format_table(table(out, argv[2], argv[3])), flush=True)
+    head = headline_rate(argv[4]) if len(argv) > 4 and argv[4] else None
+    print(format_table(table(out, argv[2], argv[3], head)), flush=True)
   else:
     raise SystemExit(f"unknown command {cmd!r}")
 

@@ -112,6 +112,24 @@ def test_eta_and_table(tmp_path):
   assert [r["name"] for r in doc["steps"]] == ["a"]
   assert doc["steps"][0]["generations_per_s"] == pytest.approx(8.33, 0.01)
   assert doc["steps"][0]["compiles"] == 4
+  assert len(doc["steps"][0]["load_avg"]) == 3
+
+
+def test_table_ratio_to_headline(tmp_path):
+  """With a sweep.py result, each step's gen/s is divided by its rate."""
+  suite_timing.plan(tmp_path, "a", 1000, 0, 0)
+  suite_timing.plan(tmp_path, "b", 0, 10, 0)
+  suite_timing.record(tmp_path, "a", 50.0, 0)
+  suite_timing.record(tmp_path, "b", 5.0, 0)
+  sweep = tmp_path / "sweep.json"
+  sweep.write_text(json.dumps({"generations_per_s": {"engine": 40.0}}))
+  rate = suite_timing.headline_rate(sweep)
+  doc = suite_timing.table(tmp_path, "study", "m", rate)
+  steps = {r["name"]: r for r in doc["steps"]}
+  assert steps["a"]["ratio_to_headline"] == 0.5  # 20 gen/s of 40
+  assert "ratio_to_headline" not in steps["b"]  # no generations
+  assert doc["headline_generations_per_s"] == 40.0
+  assert "headline 40.0 gen/s" in suite_timing.format_table(doc)
 
 
 def test_quick_suite_on_tiny_model(tiny_model_dir, tmp_path):
