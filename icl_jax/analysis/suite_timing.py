@@ -136,8 +136,9 @@ def record(out: Path, name: str, wall_s: float, rc: int,
   row = {"name": name, **{k: counts.get(k, 0) for k in
                           ("generations", "forwards", "probe_fits")},
          "wall_s": round(wall_s, 1), "rc": rc, "finished": time.time(),
-         # 1/5/15-minute load at the step's end: the 5-minute figure is the
-         # load the step ran under (its own ~1-2 on this 2-core machine).
+         # 1/5/15-minute load at the step's end. The 5-minute figure is the
+         # load the step ran under when it lasted >= 5 min; a shorter step's
+         # also carries the steps before it (a suite alone: ~1.5-2 on 2 cores).
          "load_avg": [round(x, 2) for x in os.getloadavg()]}
   if compile_json and Path(compile_json).exists():
     row.update(json.loads(Path(compile_json).read_text()))
