@@ -18,6 +18,17 @@ Pearson and Spearman correlations and the overlap of the top-20 by |effect|
 one-pass estimate (cold = with compile, warm) beside the exact sweep (one
 pass, compile included; the same sweep twice would double the cost). The
 residual family is also scored with AtP*'s QK fix (qk_fix=True).
+
+Results of each model go to its entry under "runs" in --out (other models'
+entries are kept), with statistics pooled over the pairs; --plots (a
+directory) gets, per (model, pair), a figure of where the estimate and the
+exact effect disagree (figures.estimate_vs_exact) and the raw values
+(.npz: estimate and exact per family, [rows, cols, prompts]).
+
+    for m in gemma3-270m smollm2-135m qwen2.5-0.5b; do
+      python benchmarks/attribution.py --model=$m --n=10 \
+          --pairs=uppercase:repeat_word,uppercase:first_letter,sentiment:antonym
+    done
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from absl import app, flags
 
 import icl_jax
 from icl_jax import tasks as T
+from icl_jax.analysis.figures import estimate_vs_exact
 from icl_jax.analysis.stats import spearman
 from icl_jax.interventions.attribution import attribution_patching
 from icl_jax.studies.setups import setup_pairs
@@ -44,6 +56,13 @@ flags.DEFINE_integer("n", 4, "target prompts (and source prompts)")
 flags.DEFINE_string("positions", "output_line", "layout set of the single-"
                     "position sweep (or 'all' for every token)")
 flags.DEFINE_string("out", "benchmarks/results/attribution.json", "output")
+flags.DEFINE_string("plots", "benchmarks/results/attribution",
+                    "directory for the disagreement figures and raw values "
+                    "('' for none)")
+
+FAMILIES = ("resid_single_position_x_layer",
+            "resid_single_position_x_layer_qk_fix",
+            "head_x_layer_at_outputs", "mlp_x_layer_at_outputs")
 
 
 def first_token(tok, text):
@@ -127,35 +146,83 @@ def run_pair(lm, src_task, tgt_task):
   est_mlp = att.over("mlp_out", sets)
   n_exact = (len(lays) * len(single) + L * H + L) * len(targets)
   exact_s = sum(v for k, v in times.items() if k.startswith("exact_"))
-  return {"pair": f"{src_task}->{tgt_task}", "n_prompts": len(targets),
-          "single_positions": single, "output_positions": out_pos,
-          "clean_metric": att.metric.tolist(),
-          "resid_single_position_x_layer": stats(est_res, res_eff),
-          "resid_single_position_x_layer_qk_fix": stats(est_qk, res_eff),
-          "head_x_layer_at_outputs": stats(est_head, head_eff),
-          "mlp_x_layer_at_outputs": stats(est_mlp, mlp_eff),
-          "exact_patched_forwards": n_exact, "times_s": times,
-          "speedup_warm_estimate_vs_exact": exact_s / times[
-              "estimate_warm_s"]}
+  N = len(targets)
+  # [rows, cols, prompts] per family, rows = layers.
+  values = {
+      FAMILIES[0]: (est_res.reshape(len(lays), len(single), N),
+                    res_eff.reshape(len(lays), len(single), N)),
+      FAMILIES[1]: (est_qk.reshape(len(lays), len(single), N),
+                    res_eff.reshape(len(lays), len(single), N)),
+      FAMILIES[2]: (est_head.reshape(L, H, N), head_eff.reshape(L, H, N)),
+      FAMILIES[3]: (est_mlp.reshape(L, 1, N), mlp_eff.reshape(L, 1, N)),
+  }
+  result = {"pair": f"{src_task}->{tgt_task}", "n_prompts": N,
+            "single_positions": single, "output_positions": out_pos,
+            "clean_metric": att.metric.tolist(),
+            **{f: stats(*v) for f, v in values.items()},
+            "exact_patched_forwards": n_exact, "times_s": times,
+            "speedup_warm_estimate_vs_exact": exact_s / times[
+                "estimate_warm_s"]}
+  if F.plots:
+    stem = Path(F.plots) / f"{F.model}_{src_task}-{tgt_task}"
+    np.savez_compressed(stem.with_suffix(".npz"), **{
+        f"{f}/{kind}": v[i] for f, v in values.items()
+        for i, kind in enumerate(("estimate", "exact"))})
+    labels = {FAMILIES[0]: ([l for l in lays], single, "position (token)"),
+              FAMILIES[2]: (list(range(L)), list(range(H)), "head"),
+              FAMILIES[3]: (list(range(L)), ["mlp"], "")}
+    names = {FAMILIES[0]: "residual, single positions",
+             FAMILIES[2]: "heads (at demo outputs)",
+             FAMILIES[3]: "MLPs (at demo outputs)"}
+    estimate_vs_exact(
+        {names[f]: {"estimate": values[f][0], "exact": values[f][1],
+                    "rows": labels[f][0], "cols": labels[f][1],
+                    "col_label": labels[f][2]} for f in names},
+        stem.with_suffix(".png"),
+        title=f"{F.model}, {src_task} -> {tgt_task}, N={N}: attribution "
+              "patching vs exact patching (metric: log p(src) - log p(tgt))")
+    result["figure"] = str(stem.with_suffix(".png"))
+  return result, values
+
+
+def pooled(per_pair_values):
+  """Statistics over the values of every pair together, per family."""
+  out = {}
+  for f in FAMILIES:
+    est = np.concatenate([v[f][0].ravel() for v in per_pair_values])
+    exact = np.concatenate([v[f][1].ravel() for v in per_pair_values])
+    out[f] = stats(est, exact)
+  return out
 
 
 def main(argv):
   del argv
   lm = icl_jax.load(F.model)
   pairs = [p.split(":") for p in F.pairs.split(",")]
-  results = [run_pair(lm, s, t) for s, t in pairs]
-  doc = {"benchmark": "attribution", "model": F.model,
+  if F.plots:
+    Path(F.plots).mkdir(parents=True, exist_ok=True)
+  done = [run_pair(lm, s, t) for s, t in pairs]
+  results = [r for r, _ in done]
+  run = {"model": F.model,
          "command": "python benchmarks/attribution.py " + " ".join(
              f"--{k}={getattr(F, k)}" for k in ("model", "pairs", "n",
                                                  "positions")),
          "machine": {"platform": platform.platform(),
                      "cpus": os.cpu_count(),
                      "loadavg": os.getloadavg()},
-         "metric": "log p(source answer) - log p(target answer), first "
-                   "generated position; exact = engine patch (max_new 1)",
+         "pooled_over_pairs": pooled([v for _, v in done]),
          "pairs": results}
-  Path(F.out).write_text(json.dumps(doc, indent=1))
-  print(json.dumps(results, indent=1))
+  out = Path(F.out)
+  doc = json.loads(out.read_text()) if out.exists() else {}
+  if "runs" not in doc:  # a file of the earlier one-model format
+    doc = {}
+  doc.update({"benchmark": "attribution",
+              "metric": "log p(source answer) - log p(target answer), first "
+                        "generated position; exact = engine patch (max_new "
+                        "1)"})
+  doc.setdefault("runs", {})[F.model] = run
+  out.write_text(json.dumps(doc, indent=1))
+  print(json.dumps(run, indent=1))
 
 
 if __name__ == "__main__":

@@ -216,3 +216,62 @@ def points_2d(points: Mapping[str, tuple], path, title: str = "",
   if title:
     ax.set_title(title, fontsize=9)
   return save_figure(fig, path)
+
+
+def estimate_vs_exact(families: Mapping[str, dict], path, title: str = ""):
+  """Where a linear estimate (attribution patching) and the exact effect
+  disagree, one column per family.
+
+  families: {name: {"estimate": [R,K,N], "exact": [R,K,N], "rows": R row
+  labels (layers), "cols": K column labels (positions, heads, or one)}}.
+  Top: estimate vs exact for every (row, column, prompt), coloured by row,
+  with the y = x line. Bottom: the mean over prompts of estimate - exact
+  per (row, column) on a symmetric diverging scale (red: overestimated).
+  """
+  if not families:
+    return None
+  n = len(families)
+  fig, axes = plt.subplots(2, n, figsize=(5.4 * n, 8.6), squeeze=False,
+                           gridspec_kw={"height_ratios": [1, 1.25]},
+                           layout="constrained")
+  for j, (name, f) in enumerate(families.items()):
+    est = np.asarray(f["estimate"], float)
+    exact = np.asarray(f["exact"], float)
+    if est.shape != exact.shape or est.ndim != 3:
+      raise ValueError(f"{name}: estimate {est.shape} and exact "
+                       f"{exact.shape} must both be [rows, cols, prompts]")
+    R = est.shape[0]
+    ax = axes[0, j]
+    row_of = np.broadcast_to(np.arange(R)[:, None, None], est.shape)
+    sc = ax.scatter(exact.ravel(), est.ravel(), c=row_of.ravel(), s=8,
+                    alpha=0.6, cmap="viridis", vmin=0, vmax=max(R - 1, 1))
+    lo = float(min(est.min(), exact.min()))
+    hi = float(max(est.max(), exact.max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    r = (np.corrcoef(est.ravel(), exact.ravel())[0, 1]
+         if est.size > 1 and est.std() > 0 and exact.std() > 0 else np.nan)
+    ax.set_title(f"{name}\nPearson {r:.2f}, {est.size} values", fontsize=9)
+    ax.set_xlabel("exact effect")
+    ax.set_ylabel("estimate")
+    ax.grid(alpha=0.3)
+    cb = fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.04)
+    cb.set_label("layer index (row)", fontsize=7)
+    diff = (est - exact).mean(axis=2)  # [R, K]
+    lim = float(np.abs(diff).max()) or 1.0
+    ax = axes[1, j]
+    im = ax.imshow(diff, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    cols, rows = list(f["cols"]), list(f["rows"])
+    step = max(1, len(cols) // 12)
+    ax.set_xticks(range(0, len(cols), step))
+    ax.set_xticklabels([str(c) for c in cols[::step]], fontsize=7,
+                       rotation=60)
+    rstep = max(1, len(rows) // 15)
+    ax.set_yticks(range(0, len(rows), rstep))
+    ax.set_yticklabels([str(x) for x in rows[::rstep]], fontsize=7)
+    ax.set_xlabel(f.get("col_label", ""))
+    ax.set_ylabel("layer")
+    ax.set_title("mean over prompts of estimate - exact", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return save_figure(fig, path, tight=False)

@@ -77,3 +77,20 @@ def test_curves_over_layers_get_integer_ticks(tmp_path):
                         tmp_path / "c.png", "layer", "rate")
   assert path.exists()
   plt.close("all")
+
+
+def test_estimate_vs_exact_draws_each_family_and_checks_shapes(tmp_path):
+  rng = np.random.default_rng(1)
+  exact = rng.normal(size=(4, 3, 2))
+  fam = {"resid": {"estimate": exact * 0.5, "exact": exact,
+                   "rows": [-1, 0, 1, 2], "cols": [7, 8, 9],
+                   "col_label": "position"},
+         "mlp": {"estimate": exact[:, :1], "exact": exact[:, :1],
+                 "rows": [0, 1, 2, 3], "cols": ["mlp"]}}
+  path = figures.estimate_vs_exact(fam, tmp_path / "a.png", title="t")
+  assert path.exists() and path.stat().st_size > 0
+  assert figures.estimate_vs_exact({}, tmp_path / "b.png") is None
+  with pytest.raises(ValueError, match="resid"):
+    figures.estimate_vs_exact(
+        {"resid": dict(fam["resid"], estimate=exact[:, :2])},
+        tmp_path / "c.png")
