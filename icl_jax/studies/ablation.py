@@ -81,6 +81,11 @@ def run_task_ablations(study: Study, *, tasks: Sequence[str], modes, n: int,
   extra = dict(extra or {})
   tok = study.lm.tokenizer
   base_engine = study.engine("prefill", "line")
+  # Clean continuations by prompt token ids: the modes share a task's
+  # prompts (task_prompts does not depend on the mode), so the second mode
+  # reuses the first's clean generations (the same program on the same
+  # inputs: identical texts).
+  clean_texts: dict[tuple, list[str]] = {}
   for mode in modes:
     for task in tasks:
       tp = task_prompts(tok, task, n, k)
@@ -94,8 +99,12 @@ def run_task_ablations(study: Study, *, tasks: Sequence[str], modes, n: int,
       if not study.pending(keys):
         study.tick()
         continue
-      targets = base_engine.prepare(token_ids=tp.token_ids)
-      base_texts = base_engine.baseline(targets).texts[0]
+      ids_key = tuple(map(tuple, tp.token_ids))
+      targets = None
+      if ids_key not in clean_texts:
+        targets = base_engine.prepare(token_ids=tp.token_ids)
+        clean_texts[ids_key] = base_engine.baseline(targets).texts[0]
+      base_texts = clean_texts[ids_key]
       common = dict(task=task, episodes=tp.episodes,
                     baseline_texts=base_texts, experiment=study.experiment,
                     model=study.model, mode=mode)
@@ -103,6 +112,8 @@ def run_task_ablations(study: Study, *, tasks: Sequence[str], modes, n: int,
       for g in groups:
         if isinstance(g, EngineGroup):
           eng = study.engine(g.timing, "line")
+          if eng is base_engine and targets is None:
+            targets = eng.prepare(token_ids=tp.token_ids)
           tg = targets if eng is base_engine else eng.prepare(
               token_ids=tp.token_ids)
           res = eng.run(tg, g.cells)
