@@ -80,9 +80,10 @@ def main(argv):
                         seed=F.seed, timing=F.timing,
                         extra={"k": k, "part": "B"})
     if "C" in parts:
+      captures = {}  # the modes share the prompts of this k
       for mode in modes:
         sp.run_probe(probe, tasks=tasks, layers=layers_c, mode=mode, n=F.n,
-                     k=k, engine=study.engine())
+                     k=k, engine=study.engine(), captures=captures)
         study.tick(note=f"{mode} probe k={k}")
   rows = study.rows()
   study.finish()

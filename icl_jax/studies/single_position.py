@@ -332,7 +332,8 @@ def offdiagonal_mean(rows, metric: str = "transfer") -> float | None:
 
 def run_probe(study: Study, *, tasks, layers, mode: str, n: int, k: int,
               engine, condition: str = "first_query_token", n_splits: int = 5,
-              test_size: float = 0.2, seed: int = 42):
+              test_size: float = 0.2, seed: int = 42,
+              captures: dict | None = None):
   """exp14 Part C: nearest-centroid task probe at `condition`, per layer.
 
   Features: the residual after each block at each prompt's own position
@@ -341,6 +342,9 @@ def run_probe(study: Study, *, tasks, layers, mode: str, n: int, k: int,
   Rows: condition "probe:<position>", source/target task "+".join(tasks),
   probe_accuracy = mean split accuracy (the study's number), its std,
   pooled accuracy with a Wilson interval; preserve = probe_accuracy.
+  captures: a dict the caller keeps across calls (e.g. both modes of one
+  k): the residuals of `layers` per task's prompts are captured once and
+  reused, as the prompts do not depend on the mode.
   """
   from icl_jax.probes import centroid
   from icl_jax.probes import evaluation
@@ -355,10 +359,18 @@ def run_probe(study: Study, *, tasks, layers, mode: str, n: int, k: int,
   feats, labels = [], []
   for t in tasks:
     eps = T.make_episodes(T.get_task(t), n, k=k)
-    resid, _ = engine.capture(prompts=[e.prompt().text for e in eps])
+    texts = [e.prompt().text for e in eps]
+    key = (tuple(texts), tuple(layers))
+    if captures is None or key not in captures:
+      resid, _ = engine.capture(prompts=texts)
+      resid = resid[[l + 1 for l in layers]]  # [G, B, T, D]
+      if captures is not None:
+        captures[key] = resid
+    resid = captures[key] if captures is not None else resid
     sets = positions.position_sets(tok, eps, condition, mode, k)
     for b, s in enumerate(sets):
-      feats.append(np.stack([resid[l + 1, b, s[-1]] for l in layers]))
+      feats.append(np.stack([resid[g, b, s[-1]]
+                             for g in range(len(layers))]))
       labels.append(t)
   x = np.stack(feats, axis=1)  # [G=layers, M, D]
   _, ids = evaluation.encode_labels(labels)

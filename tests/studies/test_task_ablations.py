@@ -57,3 +57,35 @@ def test_modes_share_clean_generations_and_rows_equal_one_mode_runs(
   by_key = {key(r): _strip(r) for r in alone}
   for r in both:
     assert _strip(r) == by_key[key(r)], key(r)
+
+
+def test_probe_captures_shared_by_modes_give_the_same_rows(lm, tmp_path,
+                                                           monkeypatch):
+  """exp14 Part C: both modes reuse one capture per task; rows equal runs
+  that capture per mode."""
+  from icl_jax.studies import single_position as sp
+
+  calls = []
+  real = Engine.capture
+
+  def counted(self, *a, **kw):
+    calls.append(1)
+    return real(self, *a, **kw)
+
+  monkeypatch.setattr(Engine, "capture", counted)
+
+  def run(path, shared):
+    study = Study(lm, experiment="probe", model=lm.name, config={"t": 1},
+                  out_dir=str(path), key_extra=("k",), progress=False)
+    captures = {} if shared else None
+    for mode in ("faithful", "aligned"):
+      sp.run_probe(study, tasks=TASKS, layers=[0, 1], mode=mode, n=5, k=2,
+                   engine=study.engine(), captures=captures)
+    return study.rows()
+
+  shared = run(tmp_path / "shared", True)
+  assert len(calls) == len(TASKS)
+  separate = run(tmp_path / "separate", False)
+  assert len(calls) == 3 * len(TASKS)
+  assert len(shared) == 4
+  assert [_strip(r) for r in shared] == [_strip(r) for r in separate]
