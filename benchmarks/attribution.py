@@ -164,8 +164,9 @@ def run_pair(lm, src_task, tgt_task):
             "speedup_warm_estimate_vs_exact": exact_s / times[
                 "estimate_warm_s"]}
   if F.plots:
-    stem = Path(F.plots) / f"{F.model}_{src_task}-{tgt_task}"
-    np.savez_compressed(stem.with_suffix(".npz"), **{
+    # str + suffix: Path.with_suffix would cut "qwen2.5-0.5b_..." at ".5b".
+    stem = str(Path(F.plots) / f"{F.model}_{src_task}-{tgt_task}")
+    np.savez_compressed(stem + ".npz", **{
         f"{f}/{kind}": v[i] for f, v in values.items()
         for i, kind in enumerate(("estimate", "exact"))})
     labels = {FAMILIES[0]: ([l for l in lays], single, "position (token)"),
@@ -178,10 +179,10 @@ def run_pair(lm, src_task, tgt_task):
         {names[f]: {"estimate": values[f][0], "exact": values[f][1],
                     "rows": labels[f][0], "cols": labels[f][1],
                     "col_label": labels[f][2]} for f in names},
-        stem.with_suffix(".png"),
+        stem + ".png",
         title=f"{F.model}, {src_task} -> {tgt_task}, N={N}: attribution "
               "patching vs exact patching (metric: log p(src) - log p(tgt))")
-    result["figure"] = str(stem.with_suffix(".png"))
+    result["figure"] = stem + ".png"
   return result, values
 
 
