@@ -169,16 +169,17 @@ def run_pair(lm, src_task, tgt_task):
     np.savez_compressed(stem + ".npz", **{
         f"{f}/{kind}": v[i] for f, v in values.items()
         for i, kind in enumerate(("estimate", "exact"))})
-    labels = {FAMILIES[0]: ([l for l in lays], single, "position (token)"),
-              FAMILIES[2]: (list(range(L)), list(range(H)), "head"),
-              FAMILIES[3]: (list(range(L)), ["mlp"], "")}
-    names = {FAMILIES[0]: "residual, single positions",
-             FAMILIES[2]: "heads (at demo outputs)",
-             FAMILIES[3]: "MLPs (at demo outputs)"}
+    # family -> (panel name, row labels, column labels, column axis label)
+    panels = {FAMILIES[0]: ("residual, single positions", list(lays), single,
+                            "position (token)"),
+              FAMILIES[2]: ("heads (at demo outputs)", list(range(L)),
+                            list(range(H)), "head"),
+              FAMILIES[3]: ("MLPs (at demo outputs)", list(range(L)),
+                            ["mlp"], "")}
     estimate_vs_exact(
-        {names[f]: {"estimate": values[f][0], "exact": values[f][1],
-                    "rows": labels[f][0], "cols": labels[f][1],
-                    "col_label": labels[f][2]} for f in names},
+        {name: {"estimate": values[f][0], "exact": values[f][1],
+                "rows": rows, "cols": cols, "col_label": col_label}
+         for f, (name, rows, cols, col_label) in panels.items()},
         stem + ".png",
         title=f"{F.model}, {src_task} -> {tgt_task}, N={N}: attribution "
               "patching vs exact patching (metric: log p(src) - log p(tgt))")

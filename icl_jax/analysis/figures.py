@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from icl_jax.analysis.stats import pearson  # noqa: E402
+
 
 def save_figure(fig, path, tight: bool = True, dpi: int = 110):
   Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -248,8 +250,8 @@ def estimate_vs_exact(families: Mapping[str, dict], path, title: str = ""):
     lo = float(min(est.min(), exact.min()))
     hi = float(max(est.max(), exact.max()))
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
-    r = (np.corrcoef(est.ravel(), exact.ravel())[0, 1]
-         if est.size > 1 and est.std() > 0 and exact.std() > 0 else np.nan)
+    r = (pearson(est.ravel(), exact.ravel())[0]
+         if est.size >= 3 and est.std() > 0 and exact.std() > 0 else np.nan)
     ax.set_title(f"{name}\nPearson {r:.2f}, {est.size} values", fontsize=9)
     ax.set_xlabel("exact effect")
     ax.set_ylabel("estimate")

@@ -112,10 +112,12 @@ def run_task_ablations(study: Study, *, tasks: Sequence[str], modes, n: int,
       for g in groups:
         if isinstance(g, EngineGroup):
           eng = study.engine(g.timing, "line")
-          if eng is base_engine and targets is None:
-            targets = eng.prepare(token_ids=tp.token_ids)
-          tg = targets if eng is base_engine else eng.prepare(
-              token_ids=tp.token_ids)
+          if eng is not base_engine:
+            tg = eng.prepare(token_ids=tp.token_ids)
+          else:
+            if targets is None:  # clean texts came from the other mode
+              targets = eng.prepare(token_ids=tp.token_ids)
+            tg = targets
           res = eng.run(tg, g.cells)
           meta = [dict(m, max_residual_change=float(d),
                        n_positions=m.get("n_positions", int(c)))

@@ -356,17 +356,16 @@ def run_probe(study: Study, *, tasks, layers, mode: str, n: int, k: int,
   if not study.pending(keys):
     return
   tok = study.lm.tokenizer
+  captures = {} if captures is None else captures
   feats, labels = [], []
   for t in tasks:
     eps = T.make_episodes(T.get_task(t), n, k=k)
     texts = [e.prompt().text for e in eps]
     key = (tuple(texts), tuple(layers))
-    if captures is None or key not in captures:
+    if key not in captures:
       resid, _ = engine.capture(prompts=texts)
-      resid = resid[[l + 1 for l in layers]]  # [G, B, T, D]
-      if captures is not None:
-        captures[key] = resid
-    resid = captures[key] if captures is not None else resid
+      captures[key] = resid[[l + 1 for l in layers]]  # [G, B, T, D]
+    resid = captures[key]
     sets = positions.position_sets(tok, eps, condition, mode, k)
     for b, s in enumerate(sets):
       feats.append(np.stack([resid[g, b, s[-1]]
