@@ -13,6 +13,8 @@ from icl_jax.analysis.report.data import Data
 from icl_jax.analysis.report.grids import render_grids
 from icl_jax.analysis.report.generic import render_generic
 from icl_jax.analysis.report.han import HAN_EXPERIMENTS, han_section
+from icl_jax.analysis.report.heads import (render_head_map,
+                                          render_head_map_aie)
 from icl_jax.analysis.report.inventory import inventory
 from icl_jax.analysis.report.markdown import images, short_model
 from icl_jax.analysis.report.names import (KNOWN, MAIN_PARTS, section_key,
@@ -39,7 +41,9 @@ RENDERERS = {
 }
 # Experiments outside KNOWN with their own table (plots and the reference
 # snippet are added as for the generic ones).
-EXTRA_RENDERERS = {"demo_ablation": render_exp14}
+EXTRA_RENDERERS = {"demo_ablation": render_exp14,
+                   "head_map": render_head_map,
+                   "head_map_aie": render_head_map_aie}
 
 
 def _render_or_generic(renderer, data: Data, name: str, rows) -> str:
