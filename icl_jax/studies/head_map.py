@@ -236,11 +236,15 @@ def score(row: dict) -> tuple:
   return (row["transfer"], -np.inf if ld is None else ld)
 
 
+def head_rows(rows: Sequence[dict]) -> list[dict]:  # single-head map cells
+  return [r for r in rows if r.get("site") == "head_out"
+          and str(r["condition"]).startswith("head")]
+
+
 def ranked_heads(rows: Sequence[dict]) -> list[tuple[int, int]]:
   """(layer, head) of the map rows of one (mode, pair), best first (ties:
   lower layer, lower head)."""
-  heads = [r for r in rows if r.get("site") == "head_out"
-           and str(r["condition"]).startswith("head")]
+  heads = head_rows(rows)
   heads.sort(key=lambda r: (tuple(-x for x in score(r)), r["layer"],
                             r["heads"][0]))
   return [(r["layer"], r["heads"][0]) for r in heads]
@@ -266,8 +270,7 @@ def global_ks(n: int) -> list[int]:
 def global_order(rows: Sequence[dict], aie: dict | None) -> dict:
   """{ranking: [(layer, head)] best first}: "map" by the metric's change
   (None last), "aie" by AIE (when given); ties: lower layer, head."""
-  heads = [r for r in rows if r.get("site") == "head_out"
-           and str(r["condition"]).startswith("head")]
+  heads = head_rows(rows)
   keys = [(r["layer"], r["heads"][0]) for r in heads]
   ld = {k: (-np.inf if r.get("logit_diff_change") is None else
             r["logit_diff_change"]) for k, r in zip(keys, heads)}
@@ -466,14 +469,12 @@ def compare(map_rows: Sequence[dict], aie: dict, top: int = 10) -> dict:
   """The map's head ranking against the AIE ranking: overlap of the top
   `top` heads, Spearman over every head (map transfer, and the map's
   metric change)."""
-  heads = [r for r in map_rows if r.get("site") == "head_out"
-           and str(r["condition"]).startswith("head")]
+  heads = head_rows(map_rows)
   keys = [(r["layer"], r["heads"][0]) for r in heads]
   a = [aie[k] for k in keys]
   by_aie = sorted(keys, key=lambda k: (-aie[k], k))[:top]
   by_map = ranked_heads(map_rows)[:top]
-  ld = np.array([np.nan if r.get("logit_diff_change") is None else
-                 r["logit_diff_change"] for r in heads], float)
+  ld = np.array([r.get("logit_diff_change") for r in heads], float)  # None: nan
   ok = np.isfinite(ld)
   return {"n_heads": len(keys), f"top{top}_overlap": len(
       set(by_aie) & set(by_map)) / max(1, min(top, len(keys))),
@@ -538,8 +539,7 @@ def plot_pair(rows, path, model: str, n: int, title: str, n_heads: int,
                    xlabel="k (top heads across layers, patched together)",
                    ylabel=metric, title=model, ylim=lim)
   if comparison and aie:
-    heads = [r for r in rows if r.get("site") == "head_out"
-             and str(r["condition"]).startswith("head")]
+    heads = head_rows(rows)
     figures.scatter({title: ([aie[(r["layer"], r["heads"][0])]
                               for r in heads],
                              [r.get("logit_diff_change") or 0.0

@@ -8,6 +8,7 @@ numbers come from the rows, through the study's own summaries
 from __future__ import annotations
 
 from icl_jax.analysis.report.data import Data
+from icl_jax.analysis.stats import wilson_interval
 from icl_jax.analysis.report.markdown import (by, counts, f2, md_table,
                                               wilson_text)
 
@@ -20,11 +21,6 @@ HEADERS = ("model", "mode", "pair", "N", "best residual layer: transfer "
            "Spearman")
 
 
-def _heads(rows) -> list[dict]:
-  return [r for r in rows if r.get("site") == "head_out"
-          and str(r.get("condition", "")).startswith("head")]
-
-
 def _layer_span(layers) -> str:
   return f"L{min(layers)}-L{max(layers)}" if layers else "none"
 
@@ -33,7 +29,7 @@ def _pair_line(model: str, mode: str, pair: str, rows, aie) -> list:
   """One table line for one (model, mode, pair)'s map rows."""
   from icl_jax.studies import head_map as hm
 
-  heads = _heads(rows)
+  heads = hm.head_rows(rows)
   n_heads = 1 + max(r["heads"][0] for r in heads)
   s = hm.pair_summary(rows, n_heads)
   resid = {r["layer"]: r for r in rows if r.get("condition") == hm.RESID}
@@ -75,18 +71,19 @@ def render_head_map(data: Data, rows) -> str:
   from icl_jax.studies import head_map as hm
 
   aie_rows = data.get(hm.AIE_EXPERIMENT)
-  lines, res_changes = [], []
+  lines, ns = [], set()
   for (model, mode, src, tgt), rs in sorted(
       by(rows, "model", "mode", "source_task", "target_task").items(),
       key=lambda kv: tuple(str(x) for x in kv[0])):
-    if not _heads(rs):
+    if not hm.head_rows(rs):
       continue
     mine = [r for r in aie_rows if r.get("model") == model]
     aie = hm.aie_by_head(mine) if mine else None
     if aie and not all((r["layer"], r["heads"][0]) in aie
-                       for r in _heads(rs)):
+                       for r in hm.head_rows(rs)):
       aie = None  # AIE over other layers than the map: no comparison
     lines.append(_pair_line(model, mode, f"{src}->{tgt}", rs, aie))
+    ns.add(lines[-1][3])
   if not lines:
     return "_(no head rows)_\n"
   return (
@@ -97,7 +94,9 @@ def render_head_map(data: Data, rows) -> str:
       "the whole residual at the same positions. 'change' = change of log "
       "p(source answer) - log p(target answer) at the first generated "
       "token (nats). A cell with 0 of N transfers is bounded by its Wilson "
-      "interval (0/10: up to 0.28), not zero; the change carries the "
+      "interval (" + ", ".join(f"0/{n}: up to {wilson_interval(0, n)[1]:.2f}"
+                               for n in sorted(ns) if n) +
+      "), not zero; the change carries the "
       "graded evidence. AIE as Todd et al. (2024) over the tasks of the "
       "`head_map_aie` rows.\n\n" + md_table(HEADERS, lines))
 
