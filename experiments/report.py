@@ -10,6 +10,16 @@ a section per experiment with our numbers (both modes, each model) beside
 the original's reference numbers, plots, and where the original's artifacts
 explain a difference. Experiments that were not run are listed as such.
 See the package `icl_jax/analysis/report/` (one module per section family).
+
+The runs REPORT.md was built from are kept in the repository as archives
+(`report_inputs/`, `icl_jax.analysis.run_archive`): `--pack_inputs` stores
+the --results directories there after building; `--from_inputs` restores
+them under the working directory and builds from the manifest's list, so
+
+    python experiments/report.py --from_inputs
+
+rebuilds the committed REPORT.md on a fresh clone (only its `Generated`
+line and the commit it was built at differ).
 """
 
 from __future__ import annotations
@@ -27,6 +37,14 @@ flags.DEFINE_string("figures_dir", "report_figures",
                     "(relative to --out's directory) and link the copies, so "
                     "the report stands without the results directories; "
                     "empty: link the plots where they are")
+flags.DEFINE_string("inputs", "report_inputs",
+                    "folder of the archived report inputs (MANIFEST.json)")
+flags.DEFINE_bool("pack_inputs", False,
+                  "after building, archive every --results directory "
+                  "(relative to the working directory) into --inputs")
+flags.DEFINE_bool("from_inputs", False,
+                  "restore the archived runs of --inputs under the working "
+                  "directory and build from its manifest (replaces --results)")
 F = flags.FLAGS
 
 
@@ -68,13 +86,23 @@ def copy_figures(out: Path, figures_dir: str) -> int:
 
 def main(argv):
   del argv
+  from icl_jax.analysis import run_archive
   from icl_jax.analysis.report import build_report
 
-  missing = [d for d in F.results if not Path(d).exists()]
+  results = F.results
+  if F.from_inputs:
+    results = run_archive.unpack(Path(F.inputs), Path.cwd())
+    print(f"restored {len(results)} run directories from {F.inputs}")
+  missing = [d for d in results if not Path(d).exists()]
   if missing:
     raise FileNotFoundError(f"--results: {missing} do not exist")
-  text = build_report(F.results, F.out, F.title)
+  text = build_report(results, F.out, F.title)
   print(f"wrote {F.out} ({len(text.splitlines())} lines)")
+  if F.pack_inputs:
+    m = run_archive.pack(results, Path(F.inputs), Path.cwd())
+    size = sum((Path(F.inputs) / a).stat().st_size for a in m["archives"])
+    print(f"archived {len(results)} run directories in {F.inputs} "
+          f"({size / 1e6:.1f} MB)")
   if F.figures_dir:
     n = copy_figures(Path(F.out), F.figures_dir)
     print(f"copied {n} linked plots under {Path(F.out).parent / F.figures_dir}")

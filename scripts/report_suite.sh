@@ -65,6 +65,12 @@
 # run) and a line with its wall time, rate and XLA compile count after; the
 # suite ends with a timing table and writes OUT/suite.json. The wall time of
 # each step is also appended to OUT/suite_times.txt.
+# JOBS=2 runs two steps at a time (default 1): a step's compiles, model load
+# and Python work use one core, so two steps fill the 2 cores better; the
+# rows do not change (each step is its own process with the same inputs),
+# only the per-step wall times (they overlap; suite.json keeps the elapsed
+# time of the whole invocation beside their sum). template_similarity reads
+# pair_matrix and ontology, so it starts after every other step.
 # Environment: ONLY=name1,name2 runs a subset; DRY_RUN=1 prints the commands
 # (and their estimated work) and runs nothing; PY=python to use;
 # HEADLINE=F (a `benchmarks/sweep.py --methods=engine --out=F` result of the
@@ -84,13 +90,15 @@ case $SIZES in report|study|quick) ;; *) echo "$USAGE" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DRY_RUN=${DRY_RUN:-}
+JOBS=${JOBS:-1}
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a positive integer" >&2; exit 2; }
 FAILED=0
 TIMING="$PY -m icl_jax.analysis.suite_timing"
 NL=$("$PY" -c "from icl_jax.studies.layers import model_depth as d; \
 print(d('$MODEL') or 18)")
 if [[ -z $DRY_RUN ]]; then
   mkdir -p "$OUT"
-  rm -f "$OUT/suite_plan.jsonl"
+  rm -f "$OUT/suite_plan.jsonl" "$OUT/.suite_failed"
   date +%s > "$OUT/.suite_start"
 fi
 
@@ -106,6 +114,17 @@ step() {
   if [[ $PHASE == plan ]]; then
     $TIMING plan "$OUT" "$name" "$gens" "$fwds" "$fits"; return
   fi
+  if (( JOBS > 1 )); then
+    while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done
+    run_step "$name" "$@" &
+  else
+    run_step "$name" "$@"
+  fi
+}
+
+# Runs one step (its own process); a failure is noted in OUT/.suite_failed.
+run_step() {
+  local name=$1; shift
   $TIMING eta "$OUT" "$name"
   echo "=== $name: $*"
   local t0=$(date +%s) rc=0
@@ -117,8 +136,13 @@ step() {
   if (( rc != 0 )); then
     echo "$name FAILED (rc=$rc, see $OUT/$name.log)"
     tail -5 "$OUT/$name.log"
-    FAILED=1
+    echo "$name" >> "$OUT/.suite_failed"
   fi
+}
+
+# Waits for the running steps (a step that reads earlier steps' rows).
+barrier() {
+  if [[ $PHASE == run && -z $DRY_RUN ]]; then wait; fi
 }
 
 M="--model=$MODEL --out_dir=$OUT"
@@ -279,14 +303,17 @@ step head_map $(( 2 * (NL * 8 + NL + NL * 2 + 2) * n_hm )) \
   --n=$n_hm --pairs=$P1 $([[ $SIZES == quick ]] && \
   echo "--aie_tasks=uppercase,repeat_word")
 # exp19 template similarity (reads the transfer results above)
+barrier
 step template_similarity 0 0 0 -- experiments/template_similarity.py \
   --out_dir=$OUT --model=$MODEL
 }
 
 PHASE=plan; suite
 PHASE=run; suite
+wait
 if [[ -z $DRY_RUN ]]; then
-  echo "=== timing ($SIZES sizes; counts estimated, wall times measured)"
-  $TIMING table "$OUT" "$SIZES" "$MODEL" "${HEADLINE:-}"
+  [[ -s $OUT/.suite_failed ]] && FAILED=1
+  echo "=== timing ($SIZES sizes, JOBS=$JOBS; counts estimated, wall times measured)"
+  $TIMING table "$OUT" "$SIZES" "$MODEL" "${HEADLINE:-}" "$JOBS"
 fi
 exit $FAILED

@@ -24,10 +24,11 @@ CLI (used by the suite; `python -m icl_jax.analysis.suite_timing CMD ...`):
   plan OUT NAME GENS FWDS FITS    add a step to the plan
   eta OUT NAME                    print the step's progress/ETA line
   record OUT NAME WALL_S RC [COMPILE_JSON]
-  table OUT SIZES MODEL [SWEEP_JSON]
+  table OUT SIZES MODEL [SWEEP_JSON [JOBS]]
                                   write suite.json, print the table (with
                                   SWEEP_JSON, a benchmarks/sweep.py output
-                                  of the same day: gen/s as a ratio to it)
+                                  of the same day: gen/s as a ratio to it;
+                                  JOBS: steps run at a time)
 """
 
 from __future__ import annotations
@@ -163,10 +164,14 @@ def headline_rate(sweep_json: str | Path) -> float:
 
 
 def table(out: Path, sizes: str, model: str,
-          headline_gen_s: float | None = None) -> dict:
+          headline_gen_s: float | None = None, jobs: int = 1) -> dict:
   """Writes OUT/suite.json from the latest record of every planned step;
   with `headline_gen_s` (the engine's rate measured the same day), each
-  step's generations/s is also given as a ratio to it."""
+  step's generations/s is also given as a ratio to it. `elapsed_s` is the
+  wall clock of this invocation (from OUT/.suite_start); with jobs > 1 the
+  steps overlap, so it is less than the sum of their wall times."""
+  import time
+
   plan_rows = _latest(_lines(out / "suite_plan.jsonl"))
   done = _latest(_lines(out / "suite_steps.jsonl"))
   rows = []
@@ -186,7 +191,10 @@ def table(out: Path, sizes: str, model: str,
   doc = {"model": model, "sizes": sizes, "counts": "cost-model estimates "
          "(scripts/report_suite.sh); wall_s measured", "load_avg":
          list(os.getloadavg()), "cpus": os.cpu_count(), "steps": rows,
-         "total": total}
+         "total": total, "jobs": jobs}
+  start = out / ".suite_start"
+  if start.exists():
+    doc["elapsed_s"] = round(time.time() - float(start.read_text()), 1)
   if headline_gen_s:
     doc["headline_generations_per_s"] = headline_gen_s
   (out / "suite.json").write_text(json.dumps(doc, indent=1))
@@ -208,6 +216,11 @@ def format_table(doc: dict) -> str:
         f"{ratio if ratio is not None else '-':>6} "
         f"{r.get('compiles', '-'):>8} "
         f"{load[1] if load else '-':>6}")
+  if "elapsed_s" in doc:
+    lines.append(f"elapsed {doc['elapsed_s']:.0f} s = "
+                 f"{doc['elapsed_s'] / 60:.1f} min with {doc.get('jobs', 1)} "
+                 f"step(s) at a time (sum of step walls "
+                 f"{doc['total']['wall_s']:.0f} s)")
   if doc.get("headline_generations_per_s"):
     lines.append(f"ratio = gen/s / the engine's headline "
                  f"{doc['headline_generations_per_s']:.1f} gen/s "
@@ -226,7 +239,8 @@ def main(argv: list[str]) -> None:
                  argv[5] if len(argv) > 5 else None), flush=True)
   elif cmd == "table":
     head = headline_rate(argv[4]) if len(argv) > 4 and argv[4] else None
-    print(format_table(table(out, argv[2], argv[3], head)), flush=True)
+    jobs = int(argv[5]) if len(argv) > 5 else 1
+    print(format_table(table(out, argv[2], argv[3], head, jobs)), flush=True)
   else:
     raise SystemExit(f"unknown command {cmd!r}")
 

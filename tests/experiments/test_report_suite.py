@@ -155,3 +155,84 @@ def test_quick_suite_on_tiny_model(tiny_model_dir, tmp_path):
   rows = (out / "baseline" / "results.jsonl").read_text().splitlines()
   assert len(rows) == 10
   assert "TOTAL" in p.stdout
+
+
+FAKE_PY = """#!/usr/bin/env bash
+# Stands in for python: a step (compile_count -- SCRIPT ...) logs its start
+# and end and sleeps; tokenization fails; the rest goes to the real python.
+if [[ $1 == -m && $2 == icl_jax.analysis.compile_count ]]; then
+  name=$(basename "$5" .py)
+  [[ $5 == -m ]] && name=${6##*.}
+  for a in "$@"; do [[ $a == --experiment=* ]] && name=${a#--experiment=}; done
+  echo "start $name $(date +%s.%N)" >> "$STEP_LOG"
+  sleep 0.4
+  echo "end $name $(date +%s.%N)" >> "$STEP_LOG"
+  [[ $name == tokenization ]] && exit 3
+  exit 0
+fi
+exec REAL_PY "$@"
+"""
+
+
+def test_two_steps_at_a_time(tmp_path):
+  """JOBS=2: never more than two steps at once, two do overlap, the step
+  that reads other steps' rows (template_similarity) starts after all of
+  them ended, a failed step fails the suite without stopping the others,
+  and suite.json has the elapsed time beside the sum of the step walls."""
+  fake = tmp_path / "python"
+  fake.write_text(FAKE_PY.replace("REAL_PY", sys.executable))
+  fake.chmod(0o755)
+  log = tmp_path / "steps.log"
+  out = tmp_path / "out"
+  env = dict(os.environ, PY=str(fake), JOBS="2", STEP_LOG=str(log))
+  p = subprocess.run(["bash", str(SUITE), "gemma3-270m", str(out),
+                      "--sizes=quick"], capture_output=True, text=True,
+                     cwd=ROOT, env=env, timeout=600)
+  assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
+  assert "tokenization FAILED (rc=3" in p.stdout
+  events = sorted((float(t), kind, name) for kind, name, t in
+                  (l.split() for l in log.read_text().splitlines()))
+  running, peak, ended = set(), 0, {}
+  for t, kind, name in events:
+    if kind == "start":
+      running.add(name)
+      peak = max(peak, len(running))
+      if name == "template_similarity":
+        assert running == {name} and len(ended) == 27, (running, ended)
+    else:
+      running.discard(name)
+      ended[name] = t
+  assert peak == 2
+  assert len(ended) == 28
+  doc = json.loads((out / "suite.json").read_text())
+  assert doc["jobs"] == 2 and len(doc["steps"]) == 28
+  assert 0 < doc["elapsed_s"] < doc["total"]["wall_s"] + 60
+  assert "2 step(s) at a time" in p.stdout
+
+
+def test_jobs_must_be_a_positive_integer(tmp_path):
+  p = subprocess.run(["bash", str(SUITE), "m", str(tmp_path / "o")],
+                     capture_output=True, text=True, cwd=ROOT, timeout=60,
+                     env=dict(os.environ, JOBS="two", PY=sys.executable))
+  assert p.returncode == 2 and "JOBS" in p.stderr
+
+
+def test_two_steps_at_a_time_give_the_same_rows(tiny_model_dir, tmp_path):
+  """The rows of a JOBS=2 suite equal those of a JOBS=1 suite, field for
+  field (each step is its own process with the same inputs)."""
+  rows = {}
+  for jobs in ("1", "2"):
+    out = tmp_path / f"out{jobs}"
+    env = dict(os.environ, PY=sys.executable, JOBS=jobs,
+               ONLY="baseline,main,tokenization",
+               ICL_JAX_CACHE=str(tmp_path / "cache"))
+    p = subprocess.run(["bash", str(SUITE), str(tiny_model_dir), str(out),
+                        "--sizes=quick"], capture_output=True, text=True,
+                       cwd=ROOT, env=env, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows[jobs] = {
+        f.relative_to(out).as_posix(): [
+            {k: v for k, v in json.loads(l).items() if "second" not in k}
+            for l in f.read_text().splitlines()]
+        for f in sorted(out.rglob("results.jsonl"))}
+  assert len(rows["1"]) >= 3 and rows["1"] == rows["2"]
