@@ -18,7 +18,7 @@ from icl_jax.analysis.report.verdicts import (BASELINE_FLOOR, EFFECT_FLOOR,
 HEAD = ("uppercase", "repeat_word")
 
 
-class _Model:
+class ModelRows:
   """What the claims of one model read: its rows, label and layer count."""
 
   def __init__(self, data: Data, model: str):
@@ -63,7 +63,7 @@ class _Model:
     return keep, note
 
 
-def _transfer_claims(c: _Model) -> list[Claim]:
+def _transfer_claims(c: ModelRows) -> list[Claim]:
   """exp23's headline pair (all_demo, output_only), the pair mean and the
   ~30% depth of the best layer."""
   src = c.stats or c.mrows
@@ -118,7 +118,7 @@ def _transfer_claims(c: _Model) -> list[Claim]:
   return out + [x for x in (mean_c, depth_c) if x.faithful or x.aligned]
 
 
-def _zero_claims(c: _Model) -> list[Claim]:
+def _zero_claims(c: ModelRows) -> list[Claim]:
   """Single-position transfer 0 at every layer; input_only / last_demo 0."""
   out = []
   pre, d2 = c.data.get("main_prefill"), c.data.get("main_single_d2")
@@ -150,7 +150,7 @@ def _zero_claims(c: _Model) -> list[Claim]:
   return out
 
 
-def _controls(c: _Model) -> list[Claim]:
+def _controls(c: ModelRows) -> list[Claim]:
   """exp27: controls transfer nothing, at the true source's best layer."""
   cl = Claim(c.M, "controls (random source, shuffled, noise) give 0%", 0.0,
              "0% claimed; stored data: shuffled 0.092 (N=10, L8)", "null")
@@ -185,7 +185,7 @@ def _at_anchor(x, anchor_rows, keep):
   return bl, [r for r in x if r["layer"] == bl and keep(r)]
 
 
-def _split_claims(c: _Model, name: str, claims) -> list[Claim]:
+def _split_claims(c: ModelRows, name: str, claims) -> list[Claim]:
   """Claims of one experiment read at one anchor layer: `claims` =
   [(text, original, original text, kind, anchor(r), keep(r))]."""
   out = []
@@ -206,7 +206,7 @@ def _split_claims(c: _Model, name: str, claims) -> list[Claim]:
 SENTIMENTS = ("sentiment", "sentiment_goodbad", "sentiment_symbol")
 
 
-def _study_claims(c: _Model) -> list[Claim]:
+def _study_claims(c: ModelRows) -> list[Claim]:
   """exp29-exp32: pair matrix mean, source demos, output positions,
   sentiment variants."""
   pm = R.EXP29_SUMMARY
@@ -240,7 +240,7 @@ def _study_claims(c: _Model) -> list[Claim]:
            sent, sent)]))
 
 
-def _repeat_n(c: _Model) -> list[Claim]:
+def _repeat_n(c: ModelRows) -> list[Claim]:
   """exp33 part C: repeat_word->repeat_n is 0% at N >= 3 (N=2's 'w w' is
   the target's own correct answer, protocol 11.2.4, so it is not judged)."""
   cl = Claim(c.M, "repeat_word->repeat_n 0% at N>=3", 0.0,
@@ -260,7 +260,7 @@ def _repeat_n(c: _Model) -> list[Claim]:
   return [cl] if cl.faithful or cl.aligned else []
 
 
-def _correlations(c: _Model) -> list[Claim]:
+def _correlations(c: ModelRows) -> list[Claim]:
   """exp19's r values (with their interval) and exp28's 6-point r."""
   out = []
   trs = [r for r in c.data.get("template_similarity")
@@ -305,7 +305,7 @@ def headline_claims(data: Data) -> list[Claim]:
   """Every claim of the transfer study on every model, in study order."""
   out = []
   for model in data.models():
-    c = _Model(data, model)
+    c = ModelRows(data, model)
     for claim in CLAIMS:
       out += claim(c)
   return out

@@ -18,6 +18,7 @@ from icl_jax.analysis.report.data import Data
 from icl_jax.analysis.report.han import han_summary_rows
 from icl_jax.analysis.report.headlines import headline_rows
 from icl_jax.analysis.report.markdown import md_table
+from icl_jax.analysis.report.summary_figures import render_summary_figure
 from icl_jax.analysis.report.verdicts import (ARTIFACT, NOT_REPRODUCED,
                                               NOT_TESTABLE, REPRODUCED,
                                               SUMMARY_HEADERS, WEAKER,
@@ -77,4 +78,5 @@ def render_summary(data: Data) -> str:
           "the single position, its D2 decoder); 'corrected' = aligned mode "
           "(token-exact positions, strict scorers). Faithful cells also give "
           "the strict-scored value where the rows carry it.\n\n" +
-          md_table(SUMMARY_HEADERS, rows))
+          md_table(SUMMARY_HEADERS, rows) + "\n" +
+          render_summary_figure(data))
