@@ -65,16 +65,19 @@
 # run) and a line with its wall time, rate and XLA compile count after; the
 # suite ends with a timing table and writes OUT/suite.json. The wall time of
 # each step is also appended to OUT/suite_times.txt.
-# JOBS=2 runs two steps at a time (default 1): a step's compiles, model load
-# and Python work use one core, so two steps fill the 2 cores better; the
+# JOBS=2 runs two steps at a time (default 1). On the 2-core CPU it gains
+# nothing (measured: every step ran ~2.1x slower, 83.6 min elapsed against
+# ~88 min sequential at the same day's engine rate; XLA already uses both
+# cores), so it is for machines with cores to spare. The
 # rows do not change (each step is its own process with the same inputs),
 # only the per-step wall times (they overlap; suite.json keeps the elapsed
 # time of the whole invocation beside their sum). template_similarity reads
 # pair_matrix and ontology, so it starts after every other step.
 # Environment: ONLY=name1,name2 runs a subset; DRY_RUN=1 prints the commands
 # (and their estimated work) and runs nothing; PY=python to use;
-# HEADLINE=F (a `benchmarks/sweep.py --methods=engine --out=F` result of the
-# same day) adds each step's gen/s as a ratio to the engine's rate.
+# HEADLINE=F (the JSON that `benchmarks/sweep.py --method=engine > F` prints,
+# measured the same day; --out is only written by the all-methods run) adds
+# each step's gen/s as a ratio to the engine's rate.
 set -uo pipefail
 USAGE="usage: report_suite.sh MODEL OUT_DIR [--sizes=report|study|quick]"
 MODEL=${1:?$USAGE}

@@ -10,8 +10,8 @@ folder's MANIFEST.json with its sha256 and the report's `--results` order;
 the same files again gives the same bytes (sorted members, zeroed times and
 owners), so an unchanged run does not change the repository.
 
-    python scripts/report_inputs.py pack runs/suite_study/gemma3-270m ...
-    python scripts/report_inputs.py unpack          # then experiments/report.py
+    python experiments/report.py --results=runs/a,runs/b --pack_inputs  # pack
+    python experiments/report.py --from_inputs          # unpack, then build
 """
 
 from __future__ import annotations
