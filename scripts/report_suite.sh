@@ -68,7 +68,7 @@
 # JOBS=2 runs two steps at a time (default 1). On the 2-core CPU it gains
 # nothing (measured: every step ran ~2.1x slower, 83.6 min elapsed against
 # ~88 min sequential at the same day's engine rate; XLA already uses both
-# cores), so it is for machines with cores to spare. The
+# cores); whether it helps on machines with more cores is not measured. The
 # rows do not change (each step is its own process with the same inputs),
 # only the per-step wall times (they overlap; suite.json keeps the elapsed
 # time of the whole invocation beside their sum). template_similarity reads
