@@ -244,3 +244,25 @@ def test_direction_claims_use_the_effect_floor():
       "not testable here"
   assert judge(0.0, Estimate(0.3, 0.1, 0.5, n=10), "direction")[0] == \
       "not testable here"
+
+
+def test_an_interval_holding_zero_and_the_original_cannot_decide():
+  """The stated rule's 'an interval that cannot tell zero from an effect':
+  Han's R^2 0.53 against ours 0.09 [0.00, 0.67] (smollm2 bitwise) is not
+  testable, not 'reproduced'; a value within MARGIN of the original but
+  without a real effect is no effect of the same size. Fails on the code
+  before session 17 (both were 'reproduced')."""
+  e = lambda v, lo, hi, n=50: Estimate(v, lo, hi, n=n)
+  assert V.judge(0.53, e(0.09, 0.0, 0.67), "value") == (
+      "not testable here",
+      "interval [0.00, 0.67] holds both the original's value and no effect")
+  assert V.judge(0.167, e(0.05, 0.0, 0.20))[0] == "not testable here"
+  assert V.judge(0.167, e(0.03, 0.0, 0.12)) == (
+      "not reproduced", "below the original, no clear effect")
+  assert V.judge(0.53, e(0.45, 0.30, 0.60), "value")[0] == "reproduced"
+  assert V.judge(0.53, e(0.09, 0.0, 0.30), "value")[0] == "not reproduced"
+  # an original within MARGIN of zero (exp19: r = -0.054, its own interval
+  # holds 0) is no effect zero could be told from: inside is reproduced
+  assert V.judge(-0.0536, e(0.09, -0.15, 0.33), "value")[0] == "reproduced"
+  assert V.judge(-0.35, e(-0.10, -0.5, 0.2), "value")[0] == \
+      "not testable here"

@@ -22,8 +22,14 @@ as run (faithful mode) and once corrected (aligned mode):
   DEPTH_MARGIN; not testable when that interval is wider than
   DEPTH_MAX_WIDTH (the best layer is not identified) or the best layer is
   the lowest / highest layer tested (but not the model's first / last);
-* value claims (a correlation): reproduced -- inside our interval or
-  within MARGIN; else not reproduced;
+* value claims (a correlation, an R^2): reproduced -- inside our interval
+  or within MARGIN; else not reproduced;
+* effect and value claims whose original is an effect that zero is not
+  within MARGIN of (|value| > MARGIN) while our interval reaches below
+  EFFECT_FLOOR: not testable
+  when the interval also holds the original's value (it cannot tell zero
+  from the effect), and "within MARGIN" does not count (no effect of the
+  same size);
 * direction claims (an effect stated without a number, e.g. Han's "TD
   rises with shots"): reproduced -- lower bound >= EFFECT_FLOOR; not
   reproduced -- upper bound < EFFECT_FLOOR; otherwise not testable.
@@ -147,8 +153,19 @@ def judge(original: float, e: Estimate, kind: str = "effect"
       return NOT_REPRODUCED, "no effect"
     return NOT_TESTABLE, (f"interval [{e.lo:.2f}, {e.hi:.2f}] cannot tell "
                           "an effect from none")
+  # The original found an effect that zero is not "within MARGIN" of
+  # (|value| > MARGIN; exp19's r = -0.054 is not one) and our interval
+  # reaches down to no effect: the interval cannot tell zero from the
+  # original's effect when it also holds the original's value, and a value
+  # "within MARGIN" of it is no effect of the same size (session 17: the
+  # code had not applied this clause of the stated rule).
+  undecided = (abs(original) > MARGIN and e.lo < EFFECT_FLOOR
+               and e.hi > -EFFECT_FLOOR)
+  if kind in ("value", "effect") and undecided and inside:
+    return NOT_TESTABLE, (f"interval [{e.lo:.2f}, {e.hi:.2f}] holds both "
+                          "the original's value and no effect")
+  near = abs(e.value - original) <= MARGIN and not undecided
   if kind == "value":
-    near = abs(e.value - original) <= MARGIN
     return (REPRODUCED, "") if inside or near else (NOT_REPRODUCED, "")
   if kind == "null":
     if e.lo >= EFFECT_FLOOR:
@@ -157,7 +174,7 @@ def judge(original: float, e: Estimate, kind: str = "effect"
       return REPRODUCED, ""
     return NOT_TESTABLE, (f"interval [{e.lo:.2f}, {e.hi:.2f}] too wide to "
                           "tell zero from an effect")
-  if inside or abs(e.value - original) <= MARGIN:
+  if inside or near:
     return REPRODUCED, ""
   if e.lo > original:
     return REPRODUCED, "stronger than the original"
@@ -213,7 +230,10 @@ def rule_text() -> str:
       "instead), a "
       f"depth interval wider than {DEPTH_MAX_WIDTH}, a best layer at the "
       "edge of the layers tested (not the model's first or last), or an "
-      "interval that cannot tell zero from an effect. Otherwise the row's verdict is the "
+      "interval that cannot tell zero from an effect (it holds both the "
+      f"original's value, when that is more than {MARGIN} from zero, and "
+      f"values below {EFFECT_FLOOR}; such an estimate is not 'within the "
+      "margin' either). Otherwise the row's verdict is the "
       "as-run one, with the corrected one added where it differs.\n\n"
       "Intervals: cells that reuse the same prompts are not independent, so "
       "pooled rates resample PROMPTS (cluster bootstrap, strata = pairs) "
