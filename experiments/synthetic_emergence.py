@@ -41,7 +41,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from icl_jax.synthetic.summary import summarize_run
+from icl_jax.synthetic.summary import summarize_run, write_results
 
 FLAGS = flags.FLAGS
 
@@ -239,10 +239,10 @@ def main(argv):
       versions={"jax": jax.__version__, "python": platform.python_version()},
       device=str(jax.devices()[0]),
   )
-  (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-  final = summary["final"]
-  if final:
-    print(json.dumps({k: final[k] for k in final}, indent=None))
+  write_results(run_dir, log, config, summary, null_q95=null,
+                td_position=FLAGS.td_position)
+  if summary["final"]:
+    print(json.dumps(summary["final"]))
   print("figures:", json.dumps(figs))
 
 

@@ -60,3 +60,42 @@ def test_summarize():
   assert s["first_step_td_ge_0.5_by_layer"][2] == 200
   assert s["first_step_td_ge_0.5_by_layer"][0] is None
   assert s["chance_td"] == 0.25 and s["steps_done"] == 400
+
+
+def test_result_rows_one_per_step_and_layer_with_null_at_snapshots():
+  from icl_jax.synthetic.summary import EXPERIMENT, model_name, result_rows
+
+  log = _fake_log(n_layers=2)
+  config = syn.TrainConfig.from_dict(log["config"])
+  rows = result_rows(log, config, null_q95={"400": [0.3, 0.31, 0.32]})
+  assert len(rows) == 5 * 3  # 5 evaluated steps x (embedding + 2 layers)
+  assert {r["experiment"] for r in rows} == {EXPERIMENT}
+  assert {r["model"] for r in rows} == {model_name(config)} == {
+      "synthetic-2L2H-d8"}
+  last = [r for r in rows if r["step"] == 400]
+  assert [r["layer"] for r in last] == [0, 1, 2]
+  assert [r["null_q95"] for r in last] == [0.3, 0.31, 0.32]
+  assert all(r["null_q95"] is None for r in rows if r["step"] != 400)
+  # TD and loss are the log's, per layer and per step
+  assert last[2]["td"] == round(0.25 + 0.15 * 4, 4)
+  assert last[0]["mse"] == 0.8 and last[0]["mse_per_basis"] == [0.8] * 4
+  assert rows[0]["n"] == 4 * config.n_td_per_basis and rows[0]["chance"] == 0.25
+  keys = {(r["step"], r["layer"]) for r in rows}
+  assert len(keys) == len(rows)  # no duplicated cell
+
+
+def test_write_results_rewrites_rows_and_marks_the_run_finished(tmp_path):
+  import json
+
+  from icl_jax.synthetic.summary import write_results
+
+  log = _fake_log(n_layers=2)
+  config = syn.TrainConfig.from_dict(log["config"])
+  summary = summarize_run(log)
+  for _ in range(2):  # a resumed run writes again: no duplicated rows
+    write_results(tmp_path, log, config, summary)
+  rows = [json.loads(x) for x in
+          (tmp_path / "results.jsonl").read_text().splitlines()]
+  assert len(rows) == 15
+  s = json.loads((tmp_path / "summary.json").read_text())
+  assert s["seconds"] == 2.0 and s["finished"] and "icl_jax" in s["code"]

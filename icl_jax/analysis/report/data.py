@@ -19,7 +19,10 @@ KNOWN_N_LAYERS = {name: m.n_layers for name, m in EMBEDDED_MODELS.items()}
 # fields that separate rows written by one script under several settings.
 # Rows equal in all of these are duplicates (a resumed cell) and collapse.
 EXTRA_KEYS = ("timing", "source_k", "size", "subset", "queries", "probe",
-              "metric", "noise", "scale", "part", "k")
+              "metric", "noise", "scale", "part", "k", "step")
+# Experiments whose rows come from a model trained from scratch (Han et al.'s
+# synthetic study), not from a language model: not among `Data.models()`.
+SYNTHETIC_EXPERIMENTS = ("synthetic_emergence",)
 
 
 class Data:
@@ -73,7 +76,8 @@ class Data:
     return self.rows.get(name, [])
 
   def models(self, names: Iterable[str] | None = None) -> list[str]:
-    names = list(names) if names else list(self.rows)
+    names = list(names) if names else [
+        n for n in self.rows if n not in SYNTHETIC_EXPERIMENTS]
     ms = {r.get("model") for n in names for r in self.get(n)}
     return sorted(m for m in ms if m and not m.endswith("(original)"))
 

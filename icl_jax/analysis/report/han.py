@@ -16,9 +16,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from icl_jax.analysis.report.data import Data
+from icl_jax.analysis.report.data import SYNTHETIC_EXPERIMENTS, Data
 from icl_jax.analysis.report.han_effects import (FT_EXPERIMENTS, HAN_TV,
-                                                 SYNTHETIC_EXPERIMENTS,
                                                  TV_EXPERIMENTS,
                                                  generic_sections,
                                                  render_finetune,

@@ -1,6 +1,7 @@
 """Han et al. in the report, part 2: the TD-by-layer figure, task-vector
 effects beside their null, the early- vs late-layer finetuning table (Han's
-Table 1), the synthetic study. Numbers come from the rows (`han_task_vectors`, `task_vectors`,
+Table 1), the synthetic study (rows: `report.synthetic`; without rows a
+pointer to the reduced run). Numbers come from the rows (`han_task_vectors`, `task_vectors`,
 `han_finetune`); Han's from the studies' reference tables and spec 5.3.
 """
 
@@ -10,13 +11,12 @@ from collections import defaultdict
 
 import numpy as np
 
-from icl_jax.analysis.report.data import Data
+from icl_jax.analysis.report.data import SYNTHETIC_EXPERIMENTS, Data
 from icl_jax.analysis.report.markdown import (f2, images, md_table, numeric,
                                               short_model)
 
 TV_EXPERIMENTS = ("han_task_vectors", "task_vectors")
 FT_EXPERIMENTS = ("han_finetune",)
-SYNTHETIC_EXPERIMENTS = ("synthetic_emergence",)
 # Han, Llama-3.1-8B (spec 5.3): separable tasks up to +14 pts with the own
 # task's vector, -15 with Null's; overlapping tasks +2 / -6.
 HAN_TV = {"positive": 14.0, "negative": -15.0}
@@ -205,11 +205,10 @@ def _loss_note(model, fam, arm, tr) -> str:
 
 
 def render_synthetic(data: Data) -> str:
-  from icl_jax.analysis.report.generic import render_generic
+  from icl_jax.analysis.report.synthetic import render_synthetic_rows
 
-  for exp in SYNTHETIC_EXPERIMENTS:
-    if data.get(exp):
-      return render_generic(data, exp, data.get(exp))
+  if any(data.get(exp) for exp in SYNTHETIC_EXPERIMENTS):
+    return render_synthetic_rows(data)
   return ("Not run (needs a GPU): the paper-size synthetic study (12 layers, "
           "8 heads, d=256, 80K steps) is `experiments/synthetic_emergence.py`"
           "; no rows of it are among the results read here. A reduced CPU "
