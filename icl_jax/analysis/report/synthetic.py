@@ -49,8 +49,11 @@ def _first_stays_above(steps, layer: int, bar: float | None) -> int | None:
 
 def _table(steps, last: int) -> str:
   order = sorted(steps)
-  pick = sorted({order[round(i * (len(order) - 1) / (N_TABLE_ROWS - 1))]
-                 for i in range(N_TABLE_ROWS)}) if len(order) > 1 else order
+  # Evenly spaced evaluations plus every snapshot (where the null exists).
+  pick = {order[round(i * (len(order) - 1) / (N_TABLE_ROWS - 1))]
+          for i in range(N_TABLE_ROWS)} if len(order) > 1 else set(order)
+  pick = sorted(pick | {s for s in order
+                        if steps[s][last].get("null_q95") is not None})
   rows = []
   for step in pick:
     by_layer = steps[step]
