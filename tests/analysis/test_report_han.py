@@ -236,3 +236,18 @@ def test_synthetic_section_reads_rows_and_states_the_null(tmp_path):
   assert (tmp_path / "report_figures" / "han" /
           "synthetic-2L2H-d8.png").exists()
   assert data.models() == []
+
+
+def test_peak_layer_and_depth_row_break_a_tie_alike():
+  """The run's float32 'mean' row can tie two layers that the per-task
+  means (float64) tell apart; the peak table and the summary's depth row
+  must name the same layer (they named L20 and L21 on qwen2.5-0.5b)."""
+  rows = td_rows()
+  for r in rows:  # layer 5's tasks: one a little higher than layer 4's
+    if r["metric"] == "td" and r["layer"] in (4, 5) and r["shots"] == 4:
+      if r["source_task"] == "mean":
+        r["td"] = 0.5  # a tie in the stored mean
+      elif r["source_task"] != "null":
+        r["td"] = 0.5 + (1e-6 if r["layer"] == 5 else 0.0)
+  a = han.td_analysis(rows, 8)
+  assert a["peak"][4] == a["depth"]["layer"] == 5

@@ -96,7 +96,11 @@ def td_analysis(rows, n_layers: int | None) -> dict | None:
   classes = sorted({t for k in td for t in td[k] if t != "mean"})
   tasks = [t for t in classes if t != "null"]  # Null: a class, not a task
   full = lambda k, t: all(l in td[k].get(t, {}) for l in layers)
-  mean = {k: ([td[k]["mean"][l] for l in layers] if full(k, "mean") else
+  # Mean over the real tasks in float64 from the per-task rows, as
+  # `best_layer_spread` computes it (the run's float32 "mean" row can break
+  # a tie between layers the other way); the "mean" row only without them.
+  mean = {k: ([td[k]["mean"][l] for l in layers]
+              if full(k, "mean") and not all(full(k, t) for t in tasks) else
               [float(np.mean([td[k][t][l] for t in tasks if l in td[k].get(
                   t, {})])) for l in layers]) for k in shots}
   peak = {k: layers[_argmax_first(mean[k])] for k in shots}
