@@ -266,3 +266,13 @@ def test_an_interval_holding_zero_and_the_original_cannot_decide():
   assert V.judge(-0.0536, e(0.09, -0.15, 0.33), "value")[0] == "reproduced"
   assert V.judge(-0.35, e(-0.10, -0.5, 0.2), "value")[0] == \
       "not testable here"
+
+
+def test_a_positive_value_with_a_real_effect_below_the_original_is_weaker():
+  """Han's R^2 0.78 against ours 0.41 [0.29, 0.76]: a real effect whose
+  interval lies below the original's value is 'weaker' (the stated rule),
+  not 'not reproduced'; an interval that reaches no effect stays as before."""
+  e = lambda v, lo, hi: V.Estimate(v, lo, hi, n=100)
+  assert V.judge(0.78, e(0.41, 0.29, 0.76), "value")[0] == "weaker"
+  assert V.judge(0.78, e(0.25, 0.17, 0.60), "value")[0] == "weaker"
+  assert V.judge(0.53, e(0.09, 0.0, 0.30), "value")[0] == "not reproduced"

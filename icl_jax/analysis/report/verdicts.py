@@ -166,7 +166,14 @@ def judge(original: float, e: Estimate, kind: str = "effect"
                           "the original's value and no effect")
   near = abs(e.value - original) <= MARGIN and not undecided
   if kind == "value":
-    return (REPRODUCED, "") if inside or near else (NOT_REPRODUCED, "")
+    if inside or near:
+      return REPRODUCED, ""
+    # A positive effect size (Han's R^2) with a real effect below it is
+    # 'weaker', as the stated rule says of every claim (session 18: values
+    # had only reproduced / not reproduced).
+    if original > 0 and e.lo >= EFFECT_FLOOR and e.hi < original:
+      return WEAKER, ""
+    return NOT_REPRODUCED, ""
   if kind == "null":
     if e.lo >= EFFECT_FLOOR:
       return NOT_REPRODUCED, "a real effect where the original found none"
