@@ -142,7 +142,7 @@ def test_fit_reports_r2_with_task_interval_and_words(tmp_path):
   assert "not independent" in good
   bad = han.td_analysis(td_rows(predictive=False), 8)["fit"]
   assert bad["interval"][0] < han.R2_FLOOR
-  assert "TD does not predict accuracy here" in han.fit_reading(bad)
+  assert "cannot show that TD predicts accuracy" in han.fit_reading(bad)
 
 
 def test_task_vectors_beside_their_null(tmp_path):
