@@ -1,10 +1,17 @@
 """Summaries of a synthetic-emergence run: a table over evaluated steps,
-headline numbers, and a permutation null band for the kNN TD."""
+headline numbers, a permutation null band for the kNN TD, and the run's
+DESIGN.md result rows (`result_rows`, written by `write_results`)."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import numpy as np
 
+from icl_jax.analysis.results import code_version
+from icl_jax.convert.digests import write_atomic
 from icl_jax.probes.task_decodability import knn_task_decodability
 
 
@@ -124,13 +131,6 @@ def write_results(run_dir, log, config, summary: dict, null_q95=None,
   resumed run rewrites it, so no row is lost or duplicated) and then
   `summary.json` (which marks the run finished) with the provenance fields
   the report reads: `code` (commit), `seconds`, `finished`."""
-  import json
-  import time
-  from pathlib import Path
-
-  from icl_jax.analysis.results import code_version
-  from icl_jax.convert.digests import write_atomic
-
   run_dir = Path(run_dir)
   rows = result_rows(log, config, null_q95=null_q95, td_position=td_position)
   write_atomic(run_dir / "results.jsonl",

@@ -1,8 +1,9 @@
 """Han et al. in the report, part 2: the TD-by-layer figure, task-vector
 effects beside their null, the early- vs late-layer finetuning table (Han's
 Table 1), the synthetic study (rows: `report.synthetic`; without rows a
-pointer to the reduced run). Numbers come from the rows (`han_task_vectors`, `task_vectors`,
-`han_finetune`); Han's from the studies' reference tables and spec 5.3.
+pointer to the reduced run). Numbers come from the rows
+(`han_task_vectors`, `task_vectors`, `han_finetune`); Han's from the
+studies' reference tables and spec 5.3.
 """
 
 from __future__ import annotations
