@@ -81,14 +81,17 @@ def tv_rows(model="model-h", family="bitwise", effect=0.0, n=20):
   return rows
 
 
-def ft_rows(model="model-h", family="bitwise"):
+def ft_rows(model="model-h", family="bitwise", gain=0.0):
+  """han_finetune rows: every arm 0.25 accuracy and 0.5 TD, except ft_first,
+  which adds `gain` to both (+-0.05 by task, alternating)."""
   rows = []
   for arm in ("pretrained", "ft_first", "ft_last", "prompting"):
-    for t in TASKS:
+    for i, t in enumerate(TASKS):
+      up = gain + (-0.05, 0.05)[i % 2] if arm == "ft_first" and gain else 0
       rows.append({"experiment": "han_finetune", "model": model,
                    "mode": "aligned", "family": family, "source_task": t,
                    "target_task": t, "layer": 4, "condition": arm, "n": 20,
-                   "accuracy": 0.25, "td": 0.5, "shots": 4})
+                   "accuracy": 0.25 + up, "td": 0.5 + up, "shots": 4})
   return rows
 
 
@@ -109,11 +112,12 @@ def training(first, last, steps):
 
 
 def han_runs(root: Path, predictive=True, effect=0.0, loss=(0.64, 0.61),
-             steps=16) -> Path:
+             steps=16, gain=0.0) -> Path:
   d = root / "model-h"
   write_run(d, "han_td", td_rows(predictive=predictive))
   write_run(d, "han_task_vectors", tv_rows(effect=effect))
-  write_run(d, "han_finetune", ft_rows(), summary=training(*loss, steps))
+  write_run(d, "han_finetune", ft_rows(gain=gain),
+            summary=training(*loss, steps))
   return root
 
 
@@ -164,6 +168,41 @@ def test_finetune_table_states_steps_and_plumbing(tmp_path):
   ft = text.split("### Early- vs late-layer")[1].split("###")[0]
   assert "500 steps" in ft and "barely moved" not in ft
   assert "Not run (needs a GPU)" in text.split("### Synthetic study")[1]
+
+
+def test_finetune_contrasts_are_paired_by_task(tmp_path):
+  root = han_runs(tmp_path / "a", loss=(2.0, 0.5), steps=500, gain=0.3)
+  data = Data([root], tmp_path)
+  by = {(e["a"], e["b"]): e for e in han_effects.ft_effects(data)}
+  e = by[("ft_first", "ft_last")]
+  # +-0.05 by task around +0.3: mean exactly +30 pts, interval inside
+  # [+25, +35] (resampling 4 tasks), Han bitwise 90.2 - 66.3 = +23.9 pts
+  assert np.isclose(e["accuracy"][0], 30.0)
+  assert 25.0 - 1e-9 <= e["accuracy"][1] < 30.0 < e["accuracy"][2] <= 35.0
+  assert np.isclose(e["han_accuracy"], 90.2 - 66.3)
+  assert np.isclose(e["td"][0], 0.3) and np.isclose(e["han_td"], 0.42)
+  assert e["untestable"] is None and e["n"] == 20 and e["n_tasks"] == 4
+  assert by[("ft_last", "pretrained")]["accuracy"] == (0.0, 0.0, 0.0)
+  ft = section(root, tmp_path).split("### Early- vs late-layer")[1]
+  assert "| ft_first - ft_last | +30.0 [" in ft
+  assert "ft_first above ft_last" in ft and "no difference shown" in ft
+  rows = [r for r in han.han_summary_rows(data) if "first third" in r[1]]
+  assert len(rows) == 2  # accuracy and TD
+  acc = next(r for r in rows if "accuracy" in r[1])
+  assert acc[3].startswith("+0.30 [") and acc[4].startswith("+0.24")
+  assert "500 steps" in acc[5]
+  assert "**reproduced**" in acc[-1]  # +0.30 within 0.15 of +0.24
+
+
+def test_finetune_contrast_not_testable_when_the_loss_barely_moved(tmp_path):
+  root = han_runs(tmp_path / "a", loss=(0.64, 0.61), steps=16, gain=0.3)
+  data = Data([root], tmp_path)
+  e = next(e for e in han_effects.ft_effects(data)
+           if (e["a"], e["b"]) == ("ft_first", "ft_last"))
+  assert "barely moved" in e["untestable"]
+  assert "tests the training code" in han_effects.ft_reading(e)
+  rows = [r for r in han.han_summary_rows(data) if "first third" in r[1]]
+  assert rows and all("not testable" in r[-1] for r in rows)
 
 
 def test_summary_rows_follow_the_summary_format_and_rule(tmp_path):
