@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from icl_jax.analysis import report as REP
-from icl_jax.analysis.report import han, han_effects, provenance
+from icl_jax.analysis.report import han, han_effects, han_finetune, provenance
 from icl_jax.analysis.report.data import Data
 from icl_jax.analysis.report.summary import SUMMARY_HEADERS
 
@@ -173,7 +173,7 @@ def test_finetune_table_states_steps_and_plumbing(tmp_path):
 def test_finetune_contrasts_are_paired_by_task(tmp_path):
   root = han_runs(tmp_path / "a", loss=(2.0, 0.5), steps=500, gain=0.3)
   data = Data([root], tmp_path)
-  by = {(e["a"], e["b"]): e for e in han_effects.ft_effects(data)}
+  by = {(e["a"], e["b"]): e for e in han_finetune.ft_effects(data)}
   e = by[("ft_first", "ft_last")]
   # +-0.05 by task around +0.3: mean exactly +30 pts, interval inside
   # [+25, +35] (resampling 4 tasks), Han bitwise 90.2 - 66.3 = +23.9 pts
@@ -197,10 +197,10 @@ def test_finetune_contrasts_are_paired_by_task(tmp_path):
 def test_finetune_contrast_not_testable_when_the_loss_barely_moved(tmp_path):
   root = han_runs(tmp_path / "a", loss=(0.64, 0.61), steps=16, gain=0.3)
   data = Data([root], tmp_path)
-  e = next(e for e in han_effects.ft_effects(data)
+  e = next(e for e in han_finetune.ft_effects(data)
            if (e["a"], e["b"]) == ("ft_first", "ft_last"))
   assert "barely moved" in e["untestable"]
-  assert "tests the training code" in han_effects.ft_reading(e)
+  assert "tests the training code" in han_finetune.ft_reading(e)
   rows = [r for r in han.han_summary_rows(data) if "first third" in r[1]]
   assert rows and all("not testable" in r[-1] for r in rows)
 

@@ -17,12 +17,13 @@ from collections import defaultdict
 import numpy as np
 
 from icl_jax.analysis.report.data import SYNTHETIC_EXPERIMENTS, Data
-from icl_jax.analysis.report.han_effects import (FT_EXPERIMENTS, HAN_TV,
-                                                 TV_EXPERIMENTS,
-                                                 ft_effects, generic_sections,
-                                                 render_finetune,
+from icl_jax.analysis.report.han_effects import (HAN_TV, TV_EXPERIMENTS,
+                                                 generic_sections,
                                                  render_synthetic, render_tv,
                                                  td_figure, tv_effects)
+from icl_jax.analysis.report.han_finetune import (FT_EXPERIMENTS,
+                                                  ft_summary_rows,
+                                                  render_finetune)
 from icl_jax.analysis.report.markdown import (f2, images, md_table, numeric,
                                               short_model)
 
@@ -348,38 +349,7 @@ def han_summary_rows(data: Data) -> list[list]:
                  f"{HAN_TV['negative']:.0f} pts, separable tasks)",
                  f"N={e['n']} per task, {e['n_tasks']} tasks x "
                  f"{e['n_seeds']} seeds", verdict(orig, None, est, "effect")])
-  rows += _summary_ft_rows(data)
-  return rows
-
-
-def _summary_ft_rows(data: Data) -> list[list]:
-  """Han's Table 1 claim, early-layer finetuning beats late-layer, as the
-  paired ft_first - ft_last contrast (accuracy and TD; `ft_effects`),
-  not testable while a finetuned arm's loss barely moved."""
-  from icl_jax.analysis.report.verdicts import Estimate, verdict
-
-  rows = []
-  for e in ft_effects(data):
-    if (e["a"], e["b"]) != ("ft_first", "ft_last"):
-      continue
-    tr = e["training"].get("ft_first") or {}
-    for measure, scale, what in (("accuracy", 100.0, "accuracy"),
-                                 ("td", 1.0, "TD")):
-      han = e.get(f"han_{measure}")
-      if measure not in e or han is None:
-        continue
-      d, lo, hi = (x / scale for x in e[measure])  # rates / TD
-      est = Estimate(d, lo, hi, n=e["n"], untestable=e["untestable"],
-                     text=f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]")
-      rows.append([short_model(e["model"]), f"Han: finetuning the first "
-                   f"third of the layers beats the last third ({e['family']}"
-                   f", ft_first - ft_last {what}, paired by task; interval "
-                   "over tasks)", "-", est.show(), f"{han / scale:+.2f} "
-                   "(Llama-3.1-8B, 10,000 training prompts)",
-                   f"N={e['n']} per task, {e['n_tasks']} tasks; "
-                   f"{tr.get('steps', '-')} steps on "
-                   f"{tr.get('n_examples', '-')} prompts",
-                   verdict(han / scale, None, est, "effect")])
+  rows += ft_summary_rows(data)
   return rows
 
 
