@@ -121,6 +121,7 @@ def result_rows(log, config, null_q95=None, td_position="y"):
           "chance": 1.0 / nb, "mse": round(float(e["mse"]), 4),
           "mse_per_basis": [round(float(x), 4) for x in e["mse_per_basis"]],
           "active_rank": rank, "n_layers": config.model.n_layers,
+          "num_steps": config.num_steps,  # planned: a shorter log stopped
       })
   return rows
 

@@ -244,10 +244,9 @@ def test_report_has_han_section_not_generic_td_table(tmp_path):
   assert "Mean accuracy by layer" not in text.split("## Han et al.")[1]
 
 
-def test_synthetic_section_reads_rows_and_states_the_null(tmp_path):
-  """Rows of a synthetic run: the section gives the last evaluation's loss
-  and TD, the null's largest q95, the step from which the last layer's TD
-  stays above it, a figure; the model is not counted among the LMs."""
+def synthetic_run(root: Path, **extra) -> Data:
+  """Rows of a 2-layer synthetic run to step 300 (`extra` fields added to
+  every row); TD at the last layer 0.26 -> 0.40, null q95 0.29 / 0.30."""
   steps, layers = (0, 100, 200, 300), (0, 1, 2)
   td_last = {0: 0.26, 100: 0.31, 200: 0.36, 300: 0.40}
   rows = [{"experiment": "synthetic_emergence", "model": "synthetic-2L2H-d8",
@@ -257,14 +256,21 @@ def test_synthetic_section_reads_rows_and_states_the_null(tmp_path):
            "td": td_last[s] if l == 2 else 0.25,
            "null_q95": ({0: 0.29, 300: 0.30}.get(s)), "chance": 0.25,
            "mse": 4.0 - s / 100, "mse_per_basis": [4.0 - s / 100] * 4,
-           "active_rank": 4, "n_layers": 2}
+           "active_rank": 4, "n_layers": 2, **extra}
           for s in steps for l in layers]
-  d = tmp_path / "runs" / "synthetic_emergence"
+  d = root / "runs" / "synthetic_emergence"
   d.mkdir(parents=True)
   (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n"
                                            for r in rows))
   (d / "summary.json").write_text("{}")
-  data = Data([tmp_path / "runs"], tmp_path)
+  return Data([root / "runs"], root)
+
+
+def test_synthetic_section_reads_rows_and_states_the_null(tmp_path):
+  """Rows of a synthetic run: the section gives the last evaluation's loss
+  and TD, the null's largest q95, the step from which the last layer's TD
+  stays above it, a figure; the model is not counted among the LMs."""
+  data = synthetic_run(tmp_path)
   text = han_effects.render_synthetic(data)
   assert "mean test MSE 1.00" in text
   assert "mean TD at the last layer 0.40 against chance 0.25" in text
@@ -272,9 +278,22 @@ def test_synthetic_section_reads_rows_and_states_the_null(tmp_path):
   # 0.31 at step 100 is above 0.30 and it stays above from there
   assert "stays above that null from step 100 on" in text
   assert "a reduced run, not the paper's 12 layers" in text
+  assert "stopped at step" not in text  # rows without a planned length
   assert (tmp_path / "report_figures" / "han" /
           "synthetic-2L2H-d8.png").exists()
   assert data.models() == []
+
+
+def test_synthetic_section_says_a_run_stopped_short(tmp_path):
+  """A paper-size run stopped (e.g. by the GPU script's time bound) before
+  its planned steps is called the paper's size and partial; one that ran
+  its planned steps is not called partial."""
+  text = han_effects.render_synthetic(
+      synthetic_run(tmp_path / "a", n_layers=12, num_steps=80_000))
+  assert "the paper's size; **stopped at step 300 of the 80000" in text
+  text = han_effects.render_synthetic(
+      synthetic_run(tmp_path / "b", num_steps=300))
+  assert "stopped at step" not in text
 
 
 def test_peak_layer_and_depth_row_break_a_tie_alike():

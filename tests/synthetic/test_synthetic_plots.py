@@ -80,6 +80,7 @@ def test_result_rows_one_per_step_and_layer_with_null_at_snapshots():
   assert last[2]["td"] == round(0.25 + 0.15 * 4, 4)
   assert last[0]["mse"] == 0.8 and last[0]["mse_per_basis"] == [0.8] * 4
   assert rows[0]["n"] == 4 * config.n_td_per_basis and rows[0]["chance"] == 0.25
+  assert {r["num_steps"] for r in rows} == {400}  # the planned length
   keys = {(r["step"], r["layer"]) for r in rows}
   assert len(keys) == len(rows)  # no duplicated cell
 

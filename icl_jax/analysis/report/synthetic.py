@@ -117,6 +117,10 @@ def render_synthetic_rows(data: Data) -> str:
     size = ("the paper's size" if end.get("n_layers") == PAPER["n_layers"]
             else f"a reduced run, not the paper's {PAPER['label']}: "
             "see BUILD_NOTES.md section 7b for its deviations")
+    planned = end.get("num_steps")
+    if isinstance(planned, int) and order[-1] < planned:
+      size += (f"; **stopped at step {order[-1]} of the {planned} planned**:"
+               " a partial run, which the same command resumes")
     out.append(
         f"**{model}** (`{exp}`, {len(order)} evaluations to step "
         f"{order[-1]}; N={end['n']} TD samples; {size}). At the last "
