@@ -200,9 +200,24 @@ def test_finetune_contrast_not_testable_when_the_loss_barely_moved(tmp_path):
   e = next(e for e in han_finetune.ft_effects(data)
            if (e["a"], e["b"]) == ("ft_first", "ft_last"))
   assert "barely moved" in e["untestable"]
-  assert "tests the training code" in han_finetune.ft_reading(e)
+  assert "not a test of Han's claim" in han_finetune.ft_reading(e)
   rows = [r for r in han.han_summary_rows(data) if "first third" in r[1]]
   assert rows and all("not testable" in r[-1] for r in rows)
+
+
+def test_finetune_training_record_of_an_unfinished_run(tmp_path):
+  """No summary.json yet (the run is still training its next arm): the
+  finished arm's steps and loss come from its lora_<family>_<arm>/info.json."""
+  d = write_run(tmp_path / "runs" / "model-h", "han_finetune",
+                ft_rows(gain=0.3), summary={})
+  (d / "lora_bitwise_ft_first").mkdir()
+  (d / "lora_bitwise_ft_first" / "info.json").write_text(json.dumps(
+      {"steps": 125, "n_examples": 1002, "loss_first": 0.75,
+       "loss_last_10": 0.50}))
+  ft = han_finetune.render_finetune(Data([tmp_path / "runs"], tmp_path))
+  assert "| ft_first | 0.80 ± 0.05 | 55.00 ± 5.00 | L4 | 20 | 125 | 1002 |" in ft
+  assert "125 steps, loss 0.750 -> 0.500" in ft
+  assert "ft_last: no training record" in ft  # ft_last has no info.json
 
 
 def test_summary_rows_follow_the_summary_format_and_rule(tmp_path):

@@ -22,18 +22,27 @@ SEED = 0  # of the bootstrap over tasks
 
 def _training(r: dict, family: str, arm: str) -> dict | None:
   """Steps and losses of a finetuned arm: the row's own fields when it has
-  them, else its run's summary.json `training` record."""
+  them, else its run's summary.json `training` record, else (a run not
+  finished yet) the arm's own `lora_<family>_<arm>/info.json`."""
   import json
   from pathlib import Path
 
   if numeric(r.get("loss_first")):
     return {k: r.get(k) for k in ("steps", "loss_first", "loss_last_10",
                                   "n_examples")}
-  try:
-    s = json.loads((Path(r["_dir"]) / "summary.json").read_text())
-  except (KeyError, OSError, ValueError):
+  if "_dir" not in r:
     return None
-  return (s.get("training") or {}).get(f"{family}/{arm}")
+  run = Path(r["_dir"])
+  for path, key in ((run / "summary.json", "training"),
+                    (run / f"lora_{family}_{arm}" / "info.json", None)):
+    try:
+      s = json.loads(path.read_text())
+    except (OSError, ValueError):
+      continue
+    found = s if key is None else (s.get(key) or {}).get(f"{family}/{arm}")
+    if found:
+      return found
+  return None
 
 
 def _ms(xs) -> str:
@@ -164,7 +173,7 @@ def ft_reading(e: dict) -> str:
   text = (f"{e['a']} above {e['b']}" if lo > 0 else
           f"{e['a']} below {e['b']}" if hi < 0 else "no difference shown")
   if e["untestable"]:
-    text += f" ({e['untestable']}: tests the training code, not Han's claim)"
+    text += f" (not a test of Han's claim: {e['untestable']})"
   return text
 
 
