@@ -187,11 +187,15 @@ def test_finetune_contrasts_are_paired_by_task(tmp_path):
   assert "| ft_first - ft_last | +30.0 [" in ft
   assert "ft_first above ft_last" in ft and "no difference shown" in ft
   rows = [r for r in han.han_summary_rows(data) if "first third" in r[1]]
-  assert len(rows) == 2  # accuracy and TD
-  acc = next(r for r in rows if "accuracy" in r[1])
+  assert len(rows) == 4  # (vs ft_last, vs pretrained) x (accuracy, TD)
+  acc = next(r for r in rows if "ft_first - ft_last accuracy" in r[1])
   assert acc[3].startswith("+0.30 [") and acc[4].startswith("+0.24")
   assert "500 steps" in acc[5]
   assert "**reproduced**" in acc[-1]  # +0.30 within 0.15 of +0.24
+  # vs pretrained: +0.30 [+0.25, +0.35] against Han's +0.64: weaker
+  pre = next(r for r in rows if "ft_first - pretrained accuracy" in r[1])
+  assert "improves on the pretrained model" in pre[1]
+  assert "**weaker**" in pre[-1]
 
 
 def test_finetune_contrast_not_testable_when_the_loss_barely_moved(tmp_path):

@@ -199,15 +199,23 @@ def render_ft_contrasts(data: Data) -> str:
                "Han, pts", "TD [95%]", "Han TD", "tasks", "reading"], rows))
 
 
+# Han's Table 1 claims in the summary: the contrast and its words.
+FT_CLAIMS = {("ft_first", "ft_last"): "finetuning the first third of the "
+             "layers beats finetuning the last third",
+             ("ft_first", "pretrained"): "finetuning the first third of the "
+             "layers improves on the pretrained model"}
+
+
 def ft_summary_rows(data: Data) -> list[list]:
-  """Summary-table rows (`verdicts.SUMMARY_HEADERS`) of Han's Table 1 claim, early-layer finetuning beats late-layer, as the
-  paired ft_first - ft_last contrast (accuracy and TD; `ft_effects`),
-  not testable while a finetuned arm's loss barely moved."""
+  """Summary-table rows (`verdicts.SUMMARY_HEADERS`) of Han's Table 1
+  claims (FT_CLAIMS), each a paired contrast of `ft_effects` in accuracy
+  and in TD; not testable while a finetuned arm's loss barely moved."""
   from icl_jax.analysis.report.verdicts import Estimate, verdict
 
   rows = []
   for e in ft_effects(data):
-    if (e["a"], e["b"]) != ("ft_first", "ft_last"):
+    claim = FT_CLAIMS.get((e["a"], e["b"]))
+    if claim is None:
       continue
     tr = e["training"].get("ft_first") or {}
     for measure, scale, what in (("accuracy", 100.0, "accuracy"),
@@ -218,9 +226,8 @@ def ft_summary_rows(data: Data) -> list[list]:
       d, lo, hi = (x / scale for x in e[measure])  # rates / TD
       est = Estimate(d, lo, hi, n=e["n"], untestable=e["untestable"],
                      text=f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]")
-      rows.append([short_model(e["model"]), f"Han: finetuning the first "
-                   f"third of the layers beats the last third ({e['family']}"
-                   f", ft_first - ft_last {what}, paired by task; interval "
+      rows.append([short_model(e["model"]), f"Han: {claim} ({e['family']}, "
+                   f"{e['a']} - {e['b']} {what}, paired by task; interval "
                    "over tasks)", "-", est.show(), f"{han / scale:+.2f} "
                    "(Llama-3.1-8B, 10,000 training prompts)",
                    f"N={e['n']} per task, {e['n_tasks']} tasks; "
