@@ -28,19 +28,7 @@ RUN_DIR=${RUN_DIR:-/tmp/synthetic_$PRESET}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
-{
-  date -u
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 \
-    || echo "nvidia-smi: not available"
-  "$PY" -c 'import jax, flax, optax; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__); print("backend", jax.default_backend()); print("devices", jax.devices())' 2>&1
-} > "$OUT/gpu_env.txt"
-cat "$OUT/gpu_env.txt"
-BACKEND=$(grep '^backend ' "$OUT/gpu_env.txt" | cut -d' ' -f2)
-if [[ "$BACKEND" != "gpu" && "${ALLOW_CPU:-0}" != 1 ]]; then
-  echo "JAX backend is '${BACKEND:-unknown}', not gpu (ALLOW_CPU=1 for a" \
-       "dry run)" >&2
-  exit 2
-fi
+source scripts/gpu_env.sh  # gpu_env.txt, BACKEND; exits unless GPU
 
 T0=$(date +%s)
 "$PY" -m experiments.synthetic_emergence --preset="$PRESET" \
