@@ -218,8 +218,8 @@ def ft_summary_rows(data: Data) -> list[list]:
     if claim is None:
       continue
     tr = e["training"].get("ft_first") or {}
-    for measure, scale, what in (("accuracy", 100.0, "accuracy"),
-                                 ("td", 1.0, "TD")):
+    for measure, scale in FT_MEASURES:
+      what = "TD" if measure == "td" else measure
       han = e.get(f"han_{measure}")
       if measure not in e or han is None:
         continue
