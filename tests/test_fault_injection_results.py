@@ -287,6 +287,43 @@ def test_old_directories_without_dtype_resume_as_float32(tmp_path):
     R.RunDir(tmp_path, "x", {"n": 2}, lm=FakeLM("bfloat16"))
 
 
+def test_growable_keys_extend_the_directory_and_conflicts_are_refused(
+    tmp_path):
+  g = ("families", "layers")
+  R.RunDir(tmp_path, "x", {"families": ["bitwise"], "layers": {"bitwise": 15},
+                           "n": 2}, growable=g).append([{"model": "m"}])
+  # A later run adds a family: accepted, and config.json records both.
+  R.RunDir(tmp_path, "x", {"families": ["pos"], "layers": {"pos": 9}, "n": 2},
+           growable=g).close()
+  cfg = json.loads((tmp_path / "x" / "config.json").read_text())
+  assert cfg["families"] == ["bitwise", "pos"]
+  assert cfg["layers"] == {"bitwise": 15, "pos": 9}
+  # Rerunning one family as before still resumes.
+  rd = R.RunDir(tmp_path, "x", {"families": ["bitwise"],
+                                "layers": {"bitwise": 15}, "n": 2},
+                growable=g)
+  assert rd.config["families"] == ["bitwise", "pos"]
+  rd.close()
+  # A family's layer may not change, nor may a key that does not grow.
+  with pytest.raises(R.ConfigMismatchError, match="layers"):
+    R.RunDir(tmp_path, "x", {"families": ["bitwise"],
+                             "layers": {"bitwise": 14}, "n": 2}, growable=g)
+  with pytest.raises(R.ConfigMismatchError, match="'n'"):
+    R.RunDir(tmp_path, "x", {"families": ["pos"], "layers": {"pos": 9},
+                             "n": 3}, growable=g)
+  # Without `growable` a different family list is refused as before.
+  with pytest.raises(R.ConfigMismatchError, match="families"):
+    R.RunDir(tmp_path, "x", {"families": ["pos"], "layers": {"pos": 9},
+                             "n": 2})
+
+
+def test_grow_value():
+  assert R.grow_value([1, 2], [2, 3]) == [1, 2, 3]
+  assert R.grow_value({"a": 1}, {"b": 2}) == {"a": 1, "b": 2}
+  assert R.grow_value({"a": 1}, {"a": 2}) is None
+  assert R.grow_value(3, 3) == 3 and R.grow_value(3, 4) is None
+
+
 def test_code_version_change_is_recorded_not_refused(tmp_path):
   R.RunDir(tmp_path, "x", {}).append([{"model": "m"}])
   cfg_path = tmp_path / "x" / "config.json"

@@ -263,6 +263,19 @@ def model_identity(lm=None, dtype=None) -> dict:
   return out
 
 
+def grow_value(old, new):
+  """A growable configuration value extended by a later run's, or None when
+  they conflict: lists unite (the directory's order first), dicts unite when
+  their shared keys agree, anything else must be equal."""
+  if isinstance(old, list) and isinstance(new, list):
+    return old + [x for x in new if x not in old]
+  if isinstance(old, dict) and isinstance(new, dict):
+    if any(old[k] != new[k] for k in old.keys() & new.keys()):
+      return None
+    return {**old, **new}
+  return old if old == new else None
+
+
 def _norm(cfg: dict) -> dict:
   """The guarded part of a configuration, for comparison."""
   out = {k: v for k, v in cfg.items()
@@ -368,10 +381,16 @@ class RunDir:
     key_extra: row fields that, with KEY_FIELDS, identify a cell.
     lm: the loaded model (its dtype and file hash join the configuration).
     dtype: without `lm`: the dtype the rows are computed in (flag value).
+    growable: configuration keys a later run may extend rather than match
+      (`grow_value`): a run of `families=[pos]` adds to a directory of
+      `families=[bitwise]`, and its config.json then records both. Only for
+      keys whose rows are told apart by their key fields (a family's rows
+      by their task), so extending never changes an existing row.
   """
 
   def __init__(self, out_dir: str | Path, experiment: str, config: dict,
-               key_extra: Iterable[str] = (), *, lm=None, dtype=None):
+               key_extra: Iterable[str] = (), *, lm=None, dtype=None,
+               growable: Iterable[str] = ()):
     self.path = safe_join(out_dir, experiment)
     self.experiment = experiment
     config = json.loads(json.dumps(config, default=str))
@@ -381,6 +400,7 @@ class RunDir:
     config.update(ident)
     self.config = config
     self.key_extra = tuple(key_extra)
+    self.growable = tuple(growable)
     self.results = self.path / "results.jsonl"
     self._lock_key = None
     self._shared = None  # jax.distributed, process > 0: rows in memory
@@ -451,8 +471,14 @@ class RunDir:
               f"{cfg_path} is unreadable ({e}) but the directory holds "
               "results: restore it, or use another --out_dir") from None
         old = None
+    grown = {}
     if old is not None:
       a, b = _norm(old), _norm(self.config)
+      for k in self.growable:
+        if k in a and k in b:
+          g = grow_value(a[k], b[k])
+          if g is not None:
+            grown[k] = a[k] = b[k] = g
       diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
       diff += [k for k in SOFT_KEYS if old.get(k) and self.config.get(k)
                and old[k] != self.config[k]]
@@ -470,7 +496,7 @@ class RunDir:
         old = None
     if old is not None:
       created = old.get(PROVENANCE_KEY, {}).get("created")
-      merged = dict(old)
+      merged = {**old, **grown}
       for k in SOFT_KEYS:  # learn a hash the directory did not have yet
         if self.config.get(k) and not old.get(k):
           merged[k] = self.config[k]

@@ -300,9 +300,11 @@ def run(lm, *, model, families, arms, layers: dict, n_train, n_eval, shots,
                 rank=rank, alpha=alpha, dropout=dropout, epochs=epochs,
                 steps=steps, seed=seed, loss_on=loss_on,
                 max_new_tokens=max_new_tokens)
+  # A later run may add families or arms to the directory (their rows are
+  # keyed by task and condition).
   study = Study(lm, experiment=EXPERIMENT, model=model, config=config,
                 out_dir=out_dir, max_new_tokens=max_new_tokens,
-                progress=progress)
+                progress=progress, growable=("families", "layers", "arms"))
   todo = []
   for f in families:
     for a in arms:
@@ -326,14 +328,16 @@ def run(lm, *, model, families, arms, layers: dict, n_train, n_eval, shots,
                         batch_size=eval_batch_size)
     study.add([dict(r, model=model) for r in rows])
     study.tick(note=f"{f}/{a}")
-  t = table1(study.rows(), families, arms)
+  # Table 1 and the training record: with earlier runs' families and arms.
+  all_families, all_arms = study.config["families"], study.config["arms"]
+  t = table1(study.rows(), all_families, all_arms)
   if is_primary():  # jax.distributed: process 0 writes files
     (study.path / "table1.md").write_text(table1_markdown(t, model))
   if t:
     plot_table1(t, study.path / "table1.png", model)
   training = {}
-  for f in families:
-    for a in arms:
+  for f in all_families:
+    for a in all_arms:
       p = study.path / f"lora_{f}_{a}" / "info.json"
       if p.exists():
         training[f"{f}/{a}"] = json.loads(p.read_text())

@@ -312,9 +312,10 @@ def run(lm, *, model, families, layers: dict, n, n_source, shots, seeds,
                 position_sets=list(position_sets),
                 alphas=[float(a) for a in alphas],
                 max_new_tokens=max_new_tokens)
+  # A later run may add a family to the directory (its rows are its tasks').
   study = Study(lm, experiment=EXPERIMENT, model=model, config=config,
                 out_dir=out_dir, max_new_tokens=max_new_tokens,
-                progress=progress)
+                progress=progress, growable=("families", "layers"))
   todo = {}
   for f in families:
     for s in seeds:
@@ -334,7 +335,7 @@ def run(lm, *, model, families, layers: dict, n, n_source, shots, seeds,
                           max_new_tokens=max_new_tokens))
       study.tick(note=f"{f}/{t}/s{s}")
   rows = study.rows()
-  summary = summarize(rows, families, seeds)
+  summary = summarize(rows, study.config["families"], seeds)
   for f in summary:
     plot_bars(summary, f, study.path / f"intervention_bars_{f}.png", model,
               position_sets)

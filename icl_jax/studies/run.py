@@ -36,7 +36,8 @@ class Study:
                out_dir: str, key_extra: Sequence[str] = (),
                max_new_tokens: int = 8, timing: str = "prefill",
                layers: Sequence[int] | None = None,
-               modes: Sequence[str] | None = None, progress: bool = True):
+               modes: Sequence[str] | None = None, progress: bool = True,
+               growable: Sequence[str] = ()):
     from icl_jax.studies.study import check_positive
 
     self.lm = lm
@@ -48,7 +49,7 @@ class Study:
     self.layers = None if layers is None else list(layers)
     self.modes = None if modes is None else list(modes)
     self.rd = RunDir(out_dir, experiment, config, key_extra=self.key_extra,
-                     lm=lm)
+                     lm=lm, growable=growable)
     self.done = self.rd.done()
     self._engines = {}
     self.t0 = time.time()
@@ -59,6 +60,11 @@ class Study:
   @property
   def n_layers(self) -> int:
     return self.lm.n_layers
+
+  @property
+  def config(self) -> dict:
+    """The directory's configuration (growable keys as extended)."""
+    return self.rd.config
 
   @property
   def path(self) -> Path:

@@ -69,3 +69,28 @@ def test_han_finetune_smoke(tiny_model_dir, tmp_path):
                       env=env, timeout=900)
   assert p2.returncode == 0, p2.stderr[-4000:]
   assert len(read_rows(d / "results.jsonl")) == 24
+  # A later run adds the POS family (a small fake corpus; arms pretrained
+  # and prompting) to the same directory: Table 1 then has both families.
+  from tests.tasks.test_han_families import _fake_rows
+
+  penn = tmp_path / "penn-data.json"
+  penn.write_text(json.dumps(_fake_rows()))
+  env3 = dict(env, ICL_JAX_PENN_JSON=str(penn))
+  args3 = [a if not a.startswith("--families=") else "--families=pos"
+           for a in args]
+  p3 = subprocess.run(args3 + ["--arms=pretrained,prompting"],
+                      capture_output=True, text=True, cwd=ROOT, env=env3,
+                      timeout=900)
+  assert p3.returncode == 0, p3.stderr[-4000:]
+  rows3 = read_rows(d / "results.jsonl")
+  assert rows3[:24] == rows and len(rows3) == 24 + 2 * 6
+  s3 = json.loads((d / "summary.json").read_text())
+  assert s3["results"]["bitwise"] == s["results"]["bitwise"]
+  assert set(s3["results"]["pos"]) == {"pretrained", "prompting"}
+  assert set(s3["training"]) == {"bitwise/ft_first", "bitwise/ft_last"}
+  assert "| prompting | pos |" in (d / "table1.md").read_text()
+  # A family's TD layer may not change under its rows.
+  p4 = subprocess.run([a if a != "--layer=0" else "--layer=1" for a in args],
+                      capture_output=True, text=True, cwd=ROOT, env=env,
+                      timeout=900)
+  assert p4.returncode != 0 and "layers" in p4.stderr

@@ -98,3 +98,22 @@ def test_han_task_vectors_smoke(tiny_model_dir, tmp_path):
                       env=env, timeout=900)
   assert p2.returncode == 0, p2.stderr[-4000:]
   assert len(read_rows(d / "results.jsonl")) == len(rows)
+  # A later run adds the POS family (a small fake corpus) to the directory:
+  # the bitwise rows stay as they were and the summary holds both families.
+  from tests.tasks.test_han_families import _fake_rows
+
+  penn = tmp_path / "penn-data.json"
+  penn.write_text(json.dumps(_fake_rows()))
+  args3 = [a if not a.startswith("--families=") else "--families=pos"
+           for a in args]
+  p3 = subprocess.run(args3, capture_output=True, text=True, cwd=ROOT,
+                      env=dict(env, ICL_JAX_PENN_JSON=str(penn)), timeout=900)
+  assert p3.returncode == 0, p3.stderr[-4000:]
+  rows3 = read_rows(d / "results.jsonl")
+  assert rows3[:len(rows)] == rows and len(rows3) == 2 * len(rows)
+  cfg = json.loads((d / "config.json").read_text())
+  assert cfg["families"] == ["bitwise", "pos"]
+  assert cfg["layers"] == {"bitwise": 0, "pos": 0}
+  s3 = json.loads((d / "summary.json").read_text())["results"]
+  assert set(s3) == {"bitwise", "pos"} and s3["bitwise"] == s
+  assert (d / "intervention_bars_pos.png").stat().st_size > 1000
