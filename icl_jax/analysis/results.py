@@ -40,12 +40,14 @@ import logging
 import os
 import platform
 import re
-import subprocess
 import time
 import warnings
 from pathlib import Path
 from typing import Iterable
 
+from icl_jax.analysis.run_identity import (  # noqa: F401 (re-exported)
+    PROVENANCE_KEY, SOFT_KEYS, ConfigMismatchError, check_config_counts,
+    code_version, compare, grow_value, guarded_part, model_identity)
 from icl_jax.convert.digests import write_atomic
 
 try:
@@ -57,22 +59,12 @@ log = logging.getLogger(__name__)
 
 KEY_FIELDS = ("model", "mode", "source_task", "target_task", "layer",
               "condition")
-PROVENANCE_KEY = "_provenance"
-# Compared only when both the directory's and the new configuration have it
-# (older directories, or loaders that cannot hash the model file).
-SOFT_KEYS = ("model_sha256",)
-# Configuration counts that must be >= 1 (checked before anything is written).
-POSITIVE_KEYS = ("n", "max_new_tokens", "n_source", "batch_size")
 LOCK_NAME = ".lock"
 # Files in a run directory that do not make it "hold results" (a directory
 # holding only these may take a new configuration).
 _NOT_RESULTS = re.compile(r"^(config\.json|summary\.json|\.lock|.*\.png|"
                           r".*\.corrupt(\.\d+)?|\..*\.tmp)$")
 _NAME_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=,@-]*$")
-
-
-class ConfigMismatchError(ValueError):
-  pass
 
 
 class RunDirLockedError(RuntimeError):
@@ -125,17 +117,6 @@ def safe_join(root, *parts: str, what: str = "--experiment") -> Path:
       != base:  # belt and braces; check_path_part already excludes this
     raise UnsafePathError(f"{what}: {out} is outside {root}")
   return out
-
-
-def check_config_counts(config: dict) -> None:
-  """Counts (n, max_new_tokens, ...) of a configuration must be >= 1."""
-  for k in POSITIVE_KEYS:
-    v = config.get(k)
-    if v is None or isinstance(v, bool):
-      continue
-    if isinstance(v, (int, float)) and v < 1:
-      flag = f"--{k}"
-      raise ValueError(f"{flag} must be >= 1, got {v} (nothing was written)")
 
 
 # ---------------------------------------------------------------------------
@@ -195,100 +176,6 @@ def _free_name(path: Path) -> Path:
   while path.with_name(f"{path.name}.{i}").exists():
     i += 1
   return path.with_name(f"{path.name}.{i}")
-
-
-# ---------------------------------------------------------------------------
-# Identity: dtype, model file, code version
-# ---------------------------------------------------------------------------
-
-_GIT = None
-
-
-def code_version() -> dict:
-  """icl_jax.__version__ and, when this is a git checkout, the commit and
-  whether the tree has uncommitted changes (recorded, never compared)."""
-  global _GIT
-  import icl_jax
-
-  if _GIT is None:
-    root = Path(icl_jax.__file__).resolve().parents[1]
-    _GIT = {"git_commit": None, "git_dirty": None}
-    try:
-      head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                            capture_output=True, text=True, timeout=10)
-      if head.returncode == 0:
-        _GIT["git_commit"] = head.stdout.strip()
-        st = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                             "--untracked-files=no"], capture_output=True,
-                            text=True, timeout=10)
-        if st.returncode == 0:
-          _GIT["git_dirty"] = bool(st.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-      pass
-  return {"icl_jax": icl_jax.__version__, **_GIT}
-
-
-def dtype_name(dtype) -> str | None:
-  if dtype is None:
-    return None
-  name = getattr(dtype, "name", None)
-  if name is None:
-    try:
-      import numpy as np
-
-      name = np.dtype(dtype).name
-    except TypeError:
-      name = str(dtype)
-  return str(name)
-
-
-def model_identity(lm=None, dtype=None) -> dict:
-  """{"dtype": ..., "model_sha256": ... (when known)} of a loaded model.
-
-  dtype: the parameters' dtype (`lm.dtype`); without a model, `dtype` (a
-  flag value; None = the loader's default, float32).
-  """
-  out = {}
-  d = None
-  if lm is not None:
-    with contextlib.suppress(Exception):
-      d = dtype_name(lm.dtype)
-  if d is None and dtype is not None:
-    d = dtype_name(dtype)
-  out["dtype"] = d
-  info = getattr(lm, "load_info", None) or {}
-  sha = info.get("source_sha256") if isinstance(info, dict) else None
-  if sha:
-    out["model_sha256"] = str(sha)
-  return out
-
-
-def grow_value(old, new):
-  """A growable configuration value extended by a later run's, or None when
-  they conflict: lists unite (the directory's order first), dicts unite when
-  their shared keys agree, anything else must be equal."""
-  if isinstance(old, list) and isinstance(new, list):
-    return old + [x for x in new if x not in old]
-  if isinstance(old, dict) and isinstance(new, dict):
-    if any(old[k] != new[k] for k in old.keys() & new.keys()):
-      return None
-    return {**old, **new}
-  return old if old == new else None
-
-
-def _norm(cfg: dict) -> dict:
-  """The guarded part of a configuration, for comparison."""
-  out = {k: v for k, v in cfg.items()
-         if k != PROVENANCE_KEY and k not in SOFT_KEYS}
-  # Older directories recorded the --dtype flag (None = the float32 default)
-  # or no dtype at all.
-  out["dtype"] = out.get("dtype") or "float32"
-  return out
-
-
-def _short(v, n: int = 60) -> str:
-  s = json.dumps(v, default=str)
-  return s if len(s) <= n else s[:n - 3] + "..."
 
 
 # ---------------------------------------------------------------------------
@@ -473,20 +360,9 @@ class RunDir:
         old = None
     grown = {}
     if old is not None:
-      a, b = _norm(old), _norm(self.config)
-      for k in self.growable:
-        if k in a and k in b:
-          g = grow_value(a[k], b[k])
-          if g is not None:
-            grown[k] = a[k] = b[k] = g
-      diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-      diff += [k for k in SOFT_KEYS if old.get(k) and self.config.get(k)
-               and old[k] != self.config[k]]
+      grown, diff, what = compare(old, self.config, self.growable)
       if diff:
         if self._holds_results():
-          what = "; ".join(
-              f"{k}: {_short(old.get(k))} in the directory, "
-              f"{_short(self.config.get(k))} now" for k in diff[:6])
           raise ConfigMismatchError(
               f"{self.path} holds results of a different configuration "
               f"(differs in {diff}: {what}); use another --out_dir or "
@@ -501,7 +377,7 @@ class RunDir:
         if self.config.get(k) and not old.get(k):
           merged[k] = self.config[k]
       if not old.get("dtype"):
-        merged["dtype"] = _norm(old)["dtype"]
+        merged["dtype"] = guarded_part(old)["dtype"]
       self.config = {k: v for k, v in merged.items() if k != PROVENANCE_KEY}
     else:
       created = prov["opened"]
