@@ -244,6 +244,20 @@ def test_direction_claims_use_the_effect_floor():
       "not testable here"
   assert judge(0.0, Estimate(0.3, 0.1, 0.5, n=10), "direction")[0] == \
       "not testable here"
+  # The reason says what the interval shows: above zero yet short of the
+  # floor is not "cannot tell an effect from none" (qwen2.5-0.5b bitwise,
+  # TD 1 -> 4 shots, 0.10 [0.04, 0.16]).
+  assert judge(0.0, Estimate(0.10, 0.04, 0.16, n=100), "direction") == (
+      "not testable here", "interval [0.04, 0.16] is above zero but reaches "
+      "below the 0.05 floor of an effect that matters")
+  assert judge(0.0, Estimate(0.02, 0.01, 0.03, n=100), "direction") == (
+      "not reproduced", "at most a small effect: interval [0.01, 0.03] "
+      "above zero, below the 0.05 floor")
+  # Han's task vectors, +0.03 [+0.01, +0.05] against +0.29: below the
+  # original, a small effect above zero (gemma3-270m POS).
+  assert judge(0.29, Estimate(0.03, 0.01, 0.052, n=20)) == (
+      "not reproduced", "below the original; above zero but not shown to "
+      "reach the 0.05 floor")
 
 
 def test_an_interval_holding_zero_and_the_original_cannot_decide():

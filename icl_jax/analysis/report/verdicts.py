@@ -150,7 +150,11 @@ def judge(original: float, e: Estimate, kind: str = "effect"
     if e.lo >= EFFECT_FLOOR:
       return REPRODUCED, ""
     if e.hi < EFFECT_FLOOR:
-      return NOT_REPRODUCED, "no effect"
+      return NOT_REPRODUCED, _no_effect(e)
+    if e.lo > 0:  # above zero, but not shown to reach the floor
+      return NOT_TESTABLE, (f"interval [{e.lo:.2f}, {e.hi:.2f}] is above "
+                            f"zero but reaches below the {EFFECT_FLOOR} "
+                            "floor of an effect that matters")
     return NOT_TESTABLE, (f"interval [{e.lo:.2f}, {e.hi:.2f}] cannot tell "
                           "an effect from none")
   # The original found an effect that zero is not "within MARGIN" of
@@ -187,8 +191,21 @@ def judge(original: float, e: Estimate, kind: str = "effect"
     return REPRODUCED, "stronger than the original"
   if e.lo >= EFFECT_FLOOR:
     return WEAKER, ""
-  return NOT_REPRODUCED, ("no effect" if e.hi < EFFECT_FLOOR else
-                          "below the original, no clear effect")
+  if e.hi < EFFECT_FLOOR:
+    return NOT_REPRODUCED, _no_effect(e)
+  if e.lo > 0:  # a small effect: above zero, not shown to reach the floor
+    return NOT_REPRODUCED, (f"below the original; above zero but not shown "
+                            f"to reach the {EFFECT_FLOOR} floor")
+  return NOT_REPRODUCED, "below the original, no clear effect"
+
+
+def _no_effect(e: Estimate) -> str:
+  """Why an interval wholly below EFFECT_FLOOR is no effect that matters
+  (an interval above zero still holds a small one)."""
+  if e.lo > 0:
+    return (f"at most a small effect: interval [{e.lo:.2f}, {e.hi:.2f}] "
+            f"above zero, below the {EFFECT_FLOOR} floor")
+  return "no effect"
 
 
 def verdict(original: float, faithful: Estimate | None,
