@@ -79,12 +79,19 @@ def tv_effects(data: Data) -> list[dict]:
       diff, lo, hi = cluster_bootstrap(100 * m, seed=SEED)
       cl = [clean.get((exp, model, fam, s, t)) for s, t in cells]
       base = (float(np.mean(cl)) if cl and None not in cl else None)
+      vs_clean = None  # the task vector's own change: task - clean, points
+      if base is not None:
+        mc = np.array([[task[(s, t)] - clean[(exp, model, fam, s, t)]
+                        if (s, t) in task else np.nan for t in tasks]
+                       for s in seeds])  # [seeds, tasks]
+        vs_clean = cluster_bootstrap(100 * mc, seed=SEED)
       mean_t = float(np.mean([task[c] for c in cells]))
       mean_n = float(np.mean([kinds[nk][c] for c in cells]))
       out.append({"experiment": exp, "model": model, "family": fam,
                   "layer": layer, "positions": pos, "edit": edit,
                   "null": nk, "clean": base, "task": mean_t, "null_acc": mean_n,
-                  "diff": diff, "lo": lo, "hi": hi, "n_tasks": len(tasks),
+                  "diff": diff, "lo": lo, "hi": hi, "vs_clean": vs_clean,
+                  "n_tasks": len(tasks),
                   "n_seeds": len(seeds), "n": _min_n(data, exp, model)})
   return out
 
@@ -95,15 +102,34 @@ def _min_n(data: Data, exp: str, model) -> int | None:
   return min(ns) if ns else None
 
 
+def _side(lo: float, hi: float, above: str, below: str, neither: str):
+  return neither if lo <= 0 <= hi else (above if lo > 0 else below)
+
+
 def tv_reading(e: dict) -> str:
-  if e["lo"] <= 0 <= e["hi"]:
-    return "no effect beyond the null"
-  return ("task vector above its null" if e["lo"] > 0 else
-          "task vector below its null")
+  """Against the null (task - null) and, when the clean accuracy is known,
+  against the clean prompts (Han's positive intervention raises accuracy):
+  each by whether its 95% interval excludes zero."""
+  null = _side(e["lo"], e["hi"], "above its null", "below its null",
+               "no different from its null")
+  if e.get("vs_clean") is None:
+    return "task vector " + null
+  _, lo, hi = e["vs_clean"]
+  clean = _side(lo, hi, "raises accuracy", "lowers accuracy",
+                "no change vs clean")
+  return f"task vector {clean}; {null}"
 
 
 def _pts(x, base) -> str:
   return "-" if base is None else f"{100 * (x - base):+.1f}"
+
+
+def _task_cell(e: dict) -> str:
+  """Accuracy with the task vector, its change vs clean with the interval."""
+  if e.get("vs_clean") is None:
+    return f"{f2(e['task'])} ({_pts(e['task'], e['clean'])})"
+  d, lo, hi = e["vs_clean"]
+  return f"{f2(e['task'])} ({d:+.1f} [{lo:+.1f}, {hi:+.1f}])"
 
 
 def render_tv(data: Data) -> str:
@@ -112,7 +138,7 @@ def render_tv(data: Data) -> str:
     return ""
   rows = [[short_model(e["model"]), e["family"], f"`{e['experiment']}`",
            f"L{e['layer']}", e["positions"], e["edit"], f2(e["clean"]),
-           f"{f2(e['task'])} ({_pts(e['task'], e['clean'])})",
+           _task_cell(e),
            f"{e['null']}: {f2(e['null_acc'])} "
            f"({_pts(e['null_acc'], e['clean'])})",
            f"{e['diff']:+.1f} [{e['lo']:+.1f}, {e['hi']:+.1f}]",
@@ -122,12 +148,13 @@ def render_tv(data: Data) -> str:
       "Accuracy with the task's own mean vector written in, beside the same "
       "edit with a null vector (Han's negative intervention: the Null "
       "class's vector; the older run: a shuffled-label or mean vector). "
-      "Changes vs the clean prompts in points; the task - null interval "
-      "resamples tasks. Han (Llama-3.1-8B, separable tasks): up to "
+      "Changes vs the clean prompts in points; the intervals (95%, task "
+      "vector vs clean and task - null) resample tasks, seeds paired; the "
+      "reading says which of them exclude zero. Han (Llama-3.1-8B, separable tasks): up to "
       f"{HAN_TV['positive']:+.0f} pts (own task) and "
       f"{HAN_TV['negative']:+.0f} pts (Null).\n\n" + md_table(
           ["model", "family", "experiment", "layer", "positions", "edit",
-           "clean accuracy", "with task vector (pts vs clean)",
+           "clean accuracy", "with task vector (pts vs clean [95%])",
            "with null vector (pts vs clean)", "task - null, pts [95%]",
            "tasks x seeds", "reading"], rows))
 
