@@ -153,10 +153,10 @@ def test_fit_reports_r2_with_task_interval_and_words(tmp_path):
 def test_task_vectors_beside_their_null(tmp_path):
   none = section(han_runs(tmp_path / "a", effect=0.0), tmp_path)
   tv = none.split("### Task vectors")[1].split("###")[0]
-  assert "task vector no change vs clean; no different from its null" in tv
+  assert "task vector: no change vs clean; no different from its null" in tv
   some = section(han_runs(tmp_path / "b", effect=0.3), tmp_path)
   tv = some.split("### Task vectors")[1].split("###")[0]
-  assert "task vector raises accuracy; above its null" in tv
+  assert "task vector: raises accuracy; above its null" in tv
   assert "| +30.0 [" in tv and "(+30.0 [" in tv  # vs null; vs clean
   # Both vectors lower accuracy, the null more: above its null is not a
   # gain (gemma3-270m POS, query replace: -1.3 with the task's, -4.5 with
@@ -165,7 +165,7 @@ def test_task_vectors_beside_their_null(tmp_path):
   write_run(root / "model-h", "han_task_vectors",
             tv_rows(effect=-0.1, null_effect=-0.3))
   tv = section(root, tmp_path).split("### Task vectors")[1].split("###")[0]
-  assert "task vector lowers accuracy; above its null" in tv
+  assert "task vector: lowers accuracy; above its null" in tv
   assert "(-10.0 [" in tv and "null: " in tv
 
 

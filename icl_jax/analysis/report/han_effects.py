@@ -113,11 +113,11 @@ def tv_reading(e: dict) -> str:
   null = _side(e["lo"], e["hi"], "above its null", "below its null",
                "no different from its null")
   if e.get("vs_clean") is None:
-    return "task vector " + null
+    return "task vector: " + null
   _, lo, hi = e["vs_clean"]
   clean = _side(lo, hi, "raises accuracy", "lowers accuracy",
                 "no change vs clean")
-  return f"task vector {clean}; {null}"
+  return f"task vector: {clean}; {null}"
 
 
 def _pts(x, base) -> str:
