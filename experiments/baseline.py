@@ -55,7 +55,7 @@ def define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  import icl_jax
+  from experiments import common
   from icl_jax.analysis.results import hold_run_dir
 
   baseline.validate(FLAGS.tasks, FLAGS.mode, FLAGS.demo_mode, FLAGS.n,
@@ -65,7 +65,7 @@ def main(argv: Sequence[str]) -> None:
                             FLAGS.mode, FLAGS.k, FLAGS.demo_mode):
     hold_run_dir(FLAGS.out_dir, baseline.EXPERIMENT)  # a 2nd process: refused
     t0 = time.perf_counter()
-    lm = icl_jax.load(FLAGS.model, dtype=FLAGS.dtype)
+    lm = common.load(FLAGS.model, FLAGS.dtype)
     load_s = time.perf_counter() - t0
   else:
     logging.info("every task is already in results.jsonl; not loading")

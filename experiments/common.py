@@ -15,6 +15,10 @@ from __future__ import annotations
 from absl import flags
 
 F = flags.FLAGS
+# One-process suite (experiments/suite_process.py): later steps reuse the
+# model an earlier step loaded, keyed by (--model, --dtype).
+REUSE_MODELS = False
+_LOADED: dict = {}
 
 EXP8_PAIRS = (("uppercase", "first_letter"), ("uppercase", "repeat_word"),
               ("first_letter", "repeat_word"), ("uppercase", "sentiment"),
@@ -209,7 +213,26 @@ def load_model(*experiments: str):
     layers.check_layers_early(F.layers, F.model)
   for e in experiments:
     hold_run_dir(F.out_dir, e)
-  return icl_jax.load(F.model, dtype=F.dtype)
+  return load(F.model, F.dtype)
+
+
+def forget_models() -> None:
+  """Drops the models kept for reuse (REUSE_MODELS)."""
+  _LOADED.clear()
+
+
+def load(model: str, dtype=None):
+  """`icl_jax.load`, or in a one-process suite (REUSE_MODELS) the model an
+  earlier step loaded with the same --model and --dtype."""
+  import icl_jax
+
+  if not REUSE_MODELS:
+    return icl_jax.load(model, dtype=dtype)
+  key = (model, dtype)
+  if key not in _LOADED:
+    _LOADED.clear()  # one model at a time
+    _LOADED[key] = icl_jax.load(model, dtype=dtype)
+  return _LOADED[key]
 
 
 def load_model_and_layers(experiment: str):

@@ -46,7 +46,6 @@ F = flags.FLAGS
 
 def main(argv):
   del argv
-  import icl_jax
   from icl_jax.analysis.results import hold_run_dir
   from icl_jax.studies import layers as layers_lib
   from icl_jax.studies import modes as modes_lib
@@ -58,7 +57,7 @@ def main(argv):
   tasks = ontology.check_options(F.tasks, modes, F.position)
   layers_lib.check_layers_early(F.layers, F.model, ontology.study_layers)
   hold_run_dir(F.out_dir, ontology.EXPERIMENT)  # a 2nd process: refused now
-  lm = icl_jax.load(F.model, dtype=F.dtype)
+  lm = common.load(F.model, F.dtype)
   layers = layers_lib.parse_layers(F.layers, lm.n_layers,
                                    ontology.study_layers)
   rows, path = ontology.run(lm, model=F.model, modes=modes, tasks=tasks, n=n,

@@ -73,6 +73,12 @@
 # only the per-step wall times (they overlap; suite.json keeps the elapsed
 # time of the whole invocation beside their sum). template_similarity reads
 # pair_matrix and ontology, so it starts after every other step.
+# ONE_PROCESS=1 runs every step in one Python process
+# (experiments/suite_process.py): one start, one set of imports, one model
+# load, and programs compiled by a step stay in memory for later steps;
+# same scripts, flags and rows (tests/experiments/test_report_suite.py),
+# same ETA lines, logs and suite.json. A step that kills the process (out
+# of memory) ends the suite there; rerunning resumes. Not with JOBS > 1.
 # Environment: ONLY=name1,name2 runs a subset; DRY_RUN=1 prints the commands
 # (and their estimated work) and runs nothing; PY=python to use;
 # HEADLINE=F (the JSON that `benchmarks/sweep.py --method=engine > F` prints,
@@ -95,13 +101,18 @@ PY=${PY:-.venv/bin/python}
 DRY_RUN=${DRY_RUN:-}
 JOBS=${JOBS:-1}
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a positive integer" >&2; exit 2; }
+ONE_PROCESS=${ONE_PROCESS:-}
+if [[ -n $ONE_PROCESS && $JOBS != 1 ]]; then
+  echo "ONE_PROCESS=1 runs the steps one after another: not with JOBS=$JOBS" >&2
+  exit 2
+fi
 FAILED=0
 TIMING="$PY -m icl_jax.analysis.suite_timing"
 NL=$("$PY" -c "from icl_jax.studies.layers import model_depth as d; \
 print(d('$MODEL') or 18)")
 if [[ -z $DRY_RUN ]]; then
   mkdir -p "$OUT"
-  rm -f "$OUT/suite_plan.jsonl" "$OUT/.suite_failed"
+  rm -f "$OUT/suite_plan.jsonl" "$OUT/.suite_failed" "$OUT/.suite_queue.jsonl"
   date +%s > "$OUT/.suite_start"
 fi
 
@@ -126,8 +137,14 @@ step() {
 }
 
 # Runs one step (its own process); a failure is noted in OUT/.suite_failed.
+# ONE_PROCESS=1: queues it for experiments/suite_process.py instead.
 run_step() {
   local name=$1; shift
+  if [[ -n $ONE_PROCESS ]]; then
+    "$PY" -c 'import json, sys; print(json.dumps({"name": sys.argv[1], "argv": sys.argv[2:]}))' \
+      "$name" "$@" >> "$OUT/.suite_queue.jsonl"
+    return
+  fi
   $TIMING eta "$OUT" "$name"
   echo "=== $name: $*"
   local t0=$(date +%s) rc=0
@@ -314,9 +331,12 @@ step template_similarity 0 0 0 -- experiments/template_similarity.py \
 PHASE=plan; suite
 PHASE=run; suite
 wait
+if [[ -n $ONE_PROCESS && -z $DRY_RUN && -s $OUT/.suite_queue.jsonl ]]; then
+  "$PY" -m experiments.suite_process "$OUT" "$OUT/.suite_queue.jsonl" || FAILED=1
+fi
 if [[ -z $DRY_RUN ]]; then
   [[ -s $OUT/.suite_failed ]] && FAILED=1
-  echo "=== timing ($SIZES sizes, JOBS=$JOBS; counts estimated, wall times measured)"
-  $TIMING table "$OUT" "$SIZES" "$MODEL" "${HEADLINE:-}" "$JOBS"
+  echo "=== timing ($SIZES sizes, JOBS=$JOBS${ONE_PROCESS:+, one process}; counts estimated, wall times measured)"
+  $TIMING table "$OUT" "$SIZES" "$MODEL" "${HEADLINE:-}" "$JOBS" "${ONE_PROCESS:-0}"
 fi
 exit $FAILED

@@ -114,11 +114,16 @@ class CompileCounter:
                                   self.seconds_by_kind().items()}}
 
 
+def summary_line(rec: dict) -> str:
+  """The last line of a counted run's output, from `CompileCounter.record`."""
+  return (f"[compile_count] {rec['compiles']} XLA compiles "
+          f"({rec['cache_hits']} from the persistent cache), "
+          f"{rec['compile_s']:.1f} s compiling")
+
+
 def _report(counter: CompileCounter, path: str | None) -> None:
   rec = counter.record()
-  print(f"[compile_count] {rec['compiles']} XLA compiles "
-        f"({rec['cache_hits']} from the persistent cache), "
-        f"{rec['compile_s']:.1f} s compiling", flush=True)
+  print(summary_line(rec), flush=True)
   if path:
     with open(path, "w", encoding="utf-8") as f:
       json.dump(rec, f)

@@ -164,12 +164,14 @@ def headline_rate(sweep_json: str | Path) -> float:
 
 
 def table(out: Path, sizes: str, model: str,
-          headline_gen_s: float | None = None, jobs: int = 1) -> dict:
+          headline_gen_s: float | None = None, jobs: int = 1,
+          one_process: bool = False) -> dict:
   """Writes OUT/suite.json from the latest record of every planned step;
   with `headline_gen_s` (the engine's rate measured the same day), each
   step's generations/s is also given as a ratio to it. `elapsed_s` is the
   wall clock of this invocation (from OUT/.suite_start); with jobs > 1 the
-  steps overlap, so it is less than the sum of their wall times."""
+  steps overlap, so it is less than the sum of their wall times.
+  `one_process`: the steps ran in one Python process (ONE_PROCESS=1)."""
   import time
 
   plan_rows = _latest(_lines(out / "suite_plan.jsonl"))
@@ -191,7 +193,7 @@ def table(out: Path, sizes: str, model: str,
   doc = {"model": model, "sizes": sizes, "counts": "cost-model estimates "
          "(scripts/report_suite.sh); wall_s measured", "load_avg":
          list(os.getloadavg()), "cpus": os.cpu_count(), "steps": rows,
-         "total": total, "jobs": jobs}
+         "total": total, "jobs": jobs, "one_process": one_process}
   start = out / ".suite_start"
   if start.exists():
     doc["elapsed_s"] = round(time.time() - float(start.read_text()), 1)
@@ -219,8 +221,9 @@ def format_table(doc: dict) -> str:
   if "elapsed_s" in doc:
     lines.append(f"elapsed {doc['elapsed_s']:.0f} s = "
                  f"{doc['elapsed_s'] / 60:.1f} min with {doc.get('jobs', 1)} "
-                 f"step(s) at a time (sum of step walls "
-                 f"{doc['total']['wall_s']:.0f} s)")
+                 f"step(s) at a time"
+                 f"{', in one process' if doc.get('one_process') else ''} "
+                 f"(sum of step walls {doc['total']['wall_s']:.0f} s)")
   if doc.get("headline_generations_per_s"):
     lines.append(f"ratio = gen/s / the engine's headline "
                  f"{doc['headline_generations_per_s']:.1f} gen/s "
@@ -240,7 +243,9 @@ def main(argv: list[str]) -> None:
   elif cmd == "table":
     head = headline_rate(argv[4]) if len(argv) > 4 and argv[4] else None
     jobs = int(argv[5]) if len(argv) > 5 else 1
-    print(format_table(table(out, argv[2], argv[3], head, jobs)), flush=True)
+    one = len(argv) > 6 and argv[6] not in ("", "0")
+    print(format_table(table(out, argv[2], argv[3], head, jobs, one)),
+          flush=True)
   else:
     raise SystemExit(f"unknown command {cmd!r}")
 

@@ -217,22 +217,71 @@ def test_jobs_must_be_a_positive_integer(tmp_path):
   assert p.returncode == 2 and "JOBS" in p.stderr
 
 
-def test_two_steps_at_a_time_give_the_same_rows(tiny_model_dir, tmp_path):
-  """The rows of a JOBS=2 suite equal those of a JOBS=1 suite, field for
-  field (each step is its own process with the same inputs)."""
+def test_two_steps_at_a_time_and_one_process_give_the_same_rows(
+    tiny_model_dir, tmp_path):
+  """The rows of a JOBS=2 suite and of a ONE_PROCESS=1 suite equal those
+  of a JOBS=1 suite, field for field. JOBS=2: each step is its own process
+  with the same inputs. ONE_PROCESS=1: the steps share a process, a loaded
+  model and compiled programs; baseline's flags (--max_new_tokens 30,
+  --mode faithful) differ from main's, so a flag left over from one step
+  would change the next one's rows."""
   rows = {}
-  for jobs in ("1", "2"):
-    out = tmp_path / f"out{jobs}"
-    env = dict(os.environ, PY=sys.executable, JOBS=jobs,
+  for name, extra in (("1", {}), ("2", {"JOBS": "2"}),
+                      ("one", {"ONE_PROCESS": "1"})):
+    out = tmp_path / f"out{name}"
+    env = dict(os.environ, PY=sys.executable,
                ONLY="baseline,main,tokenization",
-               ICL_JAX_CACHE=str(tmp_path / "cache"))
+               ICL_JAX_CACHE=str(tmp_path / "cache"), **extra)
     p = subprocess.run(["bash", str(SUITE), str(tiny_model_dir), str(out),
                         "--sizes=quick"], capture_output=True, text=True,
                        cwd=ROOT, env=env, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    rows[jobs] = {
+    rows[name] = {
         f.relative_to(out).as_posix(): [
             {k: v for k, v in json.loads(l).items() if "second" not in k}
             for l in f.read_text().splitlines()]
         for f in sorted(out.rglob("results.jsonl"))}
-  assert len(rows["1"]) >= 3 and rows["1"] == rows["2"]
+  assert len(rows["1"]) >= 3 and rows["1"] == rows["2"] == rows["one"]
+  doc = json.loads((tmp_path / "outone" / "suite.json").read_text())
+  assert doc["one_process"] is True and len(doc["steps"]) == 3
+  assert all(r["rc"] == 0 and "compiles" in r for r in doc["steps"])
+  log = (tmp_path / "outone" / "main.log").read_text()
+  assert "[compile_count]" in log
+
+
+def test_one_process_records_a_failed_step_and_goes_on(tiny_model_dir,
+                                                       tmp_path):
+  """A step that fails (here: a flag value its script refuses) is recorded
+  as failed in one-process mode; the next step still runs."""
+  from experiments import suite_process
+
+  out = tmp_path / "out"
+  out.mkdir()
+  queue = out / "q.jsonl"
+  queue.write_text("\n".join(json.dumps(s) for s in (
+      {"name": "bad", "argv": ["experiments/tokenization.py", "--nope=1"]},
+      {"name": "tokenization", "argv": ["experiments/tokenization.py",
+                                        f"--model={tiny_model_dir}",
+                                        f"--out_dir={out}"]})))
+  for s in ("bad", "tokenization"):
+    suite_timing.plan(out, s, 0, 0, 0)
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  try:
+    assert suite_process.run_steps(out, queue) == 1
+  finally:
+    os.chdir(cwd)
+  steps = {r["name"]: r for r in map(json.loads, (
+      out / "suite_steps.jsonl").read_text().splitlines())}
+  assert steps["bad"]["rc"] != 0 and steps["tokenization"]["rc"] == 0
+  assert (out / ".suite_failed").read_text().split() == ["bad"]
+  assert "nope" in (out / "bad.log").read_text()
+  assert (out / "tokenization" / "results.jsonl").exists()
+
+
+def test_one_process_is_not_for_two_jobs(tmp_path):
+  p = subprocess.run(["bash", str(SUITE), "m", str(tmp_path / "o")],
+                     capture_output=True, text=True, cwd=ROOT, timeout=60,
+                     env=dict(os.environ, JOBS="2", ONE_PROCESS="1",
+                              PY=sys.executable))
+  assert p.returncode == 2 and "ONE_PROCESS" in p.stderr

@@ -1,0 +1,149 @@
+r"""Runs the report suite's steps one after another in ONE Python process
+(`ONE_PROCESS=1 bash scripts/report_suite.sh ...`).
+
+    python -m experiments.suite_process OUT QUEUE
+
+QUEUE: one JSON object per line, {"name": step, "argv": [SCRIPT.py | -m
+MODULE, args...]}, written by report_suite.sh. Each step runs as its script
+would as a process (`runpy`, `sys.argv` set, absl's `app.run` re-parsing
+its flags), its output (file descriptors 1 and 2 too, so XLA's) in
+OUT/<step>.log, under its own compile counter, between the suite's ETA and
+record lines (`icl_jax.analysis.suite_timing`): suite.json and
+suite_times.txt are as in the default mode.
+
+Saved: the Python start and imports, the model load (one per suite:
+`common.REUSE_MODELS`), and compiling programs a later step runs again
+(JAX's in-memory caches; the persistent cache keeps only programs slower
+than `icl_jax.xla_cache.MIN_COMPILE_SECONDS` across processes). After each
+step the flags it defined (its script's, `experiments.common`'s) are
+removed. A step that raises or exits non-zero is recorded as failed and
+the next one runs; one that kills the process (out of memory) ends the
+suite there: rerun it, every step resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+def _exit_code(code) -> int:  # SystemExit's code as an exit status
+  return 0 if code is None else code if isinstance(code, int) else 1
+
+
+def run_in_process(argv: list[str], log: Path) -> int:
+  """Runs `argv` (SCRIPT.py args... or -m MODULE args...) as __main__ with
+  its output (file descriptors 1 and 2, sys.stdout and sys.stderr) on
+  `log`; returns its exit status."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  saved, old_argv, old_streams = (os.dup(1), os.dup(2)), sys.argv, (
+      sys.stdout, sys.stderr)
+  rc = 0
+  with open(log, "w", encoding="utf-8", buffering=1) as f:
+    os.dup2(f.fileno(), 1)  # C-level output (XLA) shares f's file offset
+    os.dup2(f.fileno(), 2)
+    sys.stdout = sys.stderr = f  # also where a caller replaced them
+    try:
+      if argv[0] == "-m":
+        sys.argv = [argv[1], *argv[2:]]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+      else:
+        sys.argv = list(argv)
+        runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as e:
+      rc = _exit_code(e.code)
+      if isinstance(e.code, str):  # the message a process would print
+        print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+      raise
+    except BaseException:  # noqa: BLE001 -- a failed step, not the suite
+      traceback.print_exc()
+      rc = 1
+    finally:
+      f.flush()
+      sys.stdout, sys.stderr = old_streams
+      os.dup2(saved[0], 1)
+      os.dup2(saved[1], 2)
+      for fd in saved:
+        os.close(fd)
+      sys.argv = old_argv
+  return rc
+
+
+def remove_step_flags() -> list[str]:
+  """Deletes the absl flags a step defined (in its script, run as
+  __main__, or through `experiments.*`); returns their names."""
+  from absl import flags
+
+  fv = flags.FLAGS
+  gone = []
+  for name in list(fv):
+    module = fv.find_module_defining_flag(name) or ""
+    if module == "__main__" or module.startswith("experiments"):
+      delattr(fv, name)
+      gone.append(name)
+  fv.unparse_flags()
+  return gone
+
+
+def run_steps(out: Path, queue: Path) -> int:
+  """Every queued step in order; returns 1 if any failed, else 0."""
+  from experiments import common
+
+  steps = [json.loads(l) for l in queue.read_text().splitlines() if l.strip()]
+  common.REUSE_MODELS = True
+  try:
+    rcs = [run_step(out, s["name"], s["argv"]) for s in steps]
+    return int(any(rc != 0 for rc in rcs))
+  finally:
+    common.REUSE_MODELS = False
+    common.forget_models()
+
+
+def run_step(out: Path, name: str, argv: list[str]) -> int:
+  """One step: ETA line, the run, its compile count and record (as the
+  suite's own run_step does for a process); returns its exit status."""
+  from icl_jax.analysis import compile_count, suite_timing
+
+  print(suite_timing.eta_line(out, name), flush=True)
+  print(f"=== {name}: {' '.join(argv)}", flush=True)
+  log = out / f"{name}.log"
+  counter = compile_count.CompileCounter().start()
+  t0 = time.time()
+  rc = run_in_process(argv, log)
+  wall = time.time() - t0
+  counter.stop()
+  remove_step_flags()
+  rec = counter.record()
+  with open(log, "a", encoding="utf-8") as f:
+    f.write(compile_count.summary_line(rec) + "\n")
+  compiles = out / f".compiles_{name}.json"
+  compiles.write_text(json.dumps(rec), encoding="utf-8")
+  line = suite_timing.record(out, name, wall, rc, str(compiles))
+  print(line, flush=True)
+  with open(out / "suite_times.txt", "a", encoding="utf-8") as f:
+    f.write(line + "\n")
+  if rc != 0:
+    print(f"{name} FAILED (rc={rc}, see {log})")
+    print("".join(log.read_text(errors="replace").splitlines(True)[-5:]))
+    with open(out / ".suite_failed", "a", encoding="utf-8") as f:
+      f.write(name + "\n")
+  return rc
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) != 2:
+    print("usage: python -m experiments.suite_process OUT QUEUE",
+          file=sys.stderr)
+    return 2
+  return run_steps(Path(argv[0]), Path(argv[1]))
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
