@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import sys
 import time
 import traceback
 from pathlib import Path
+
+from icl_jax.analysis import compile_count
 
 
 def _exit_code(code) -> int:  # SystemExit's code as an exit status
@@ -50,12 +51,7 @@ def run_in_process(argv: list[str], log: Path) -> int:
     os.dup2(f.fileno(), 2)
     sys.stdout = sys.stderr = f  # also where a caller replaced them
     try:
-      if argv[0] == "-m":
-        sys.argv = [argv[1], *argv[2:]]
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-      else:
-        sys.argv = list(argv)
-        runpy.run_path(argv[0], run_name="__main__")
+      compile_count.run_script(argv)
     except SystemExit as e:
       rc = _exit_code(e.code)
       if isinstance(e.code, str):  # the message a process would print
@@ -109,7 +105,7 @@ def run_steps(out: Path, queue: Path) -> int:
 def run_step(out: Path, name: str, argv: list[str]) -> int:
   """One step: ETA line, the run, its compile count and record (as the
   suite's own run_step does for a process); returns its exit status."""
-  from icl_jax.analysis import compile_count, suite_timing
+  from icl_jax.analysis import suite_timing
 
   print(suite_timing.eta_line(out, name), flush=True)
   print(f"=== {name}: {' '.join(argv)}", flush=True)

@@ -144,6 +144,12 @@ def main(argv: list[str]) -> None:
   argv.pop(0)
   counter = CompileCounter().start()
   atexit.register(_report, counter, record)
+  run_script(argv)
+
+
+def run_script(argv: list[str]) -> None:
+  """Runs ``SCRIPT.py args...`` or ``-m MODULE args...`` as ``__main__`` in
+  this process, with ``sys.argv`` set as the script would see it."""
   if argv[0] == "-m":
     sys.argv = [argv[1], *argv[2:]]
     runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
