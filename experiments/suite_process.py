@@ -72,20 +72,17 @@ def run_in_process(argv: list[str], log: Path) -> int:
   return rc
 
 
-def remove_step_flags() -> list[str]:
+def remove_step_flags() -> None:
   """Deletes the absl flags a step defined (in its script, run as
-  __main__, or through `experiments.*`); returns their names."""
+  __main__, or through `experiments.*`)."""
   from absl import flags
 
   fv = flags.FLAGS
-  gone = []
   for name in list(fv):
     module = fv.find_module_defining_flag(name) or ""
     if module == "__main__" or module.startswith("experiments"):
       delattr(fv, name)
-      gone.append(name)
   fv.unparse_flags()
-  return gone
 
 
 def run_steps(out: Path, queue: Path) -> int:

@@ -73,17 +73,14 @@ def tv_effects(data: Data) -> list[dict]:
         continue
       seeds = sorted({s for s, _ in cells}, key=str)
       tasks = sorted({t for _, t in cells})
-      m = np.array([[task[(s, t)] - kinds[nk][(s, t)] if (s, t) in task
-                     and (s, t) in kinds[nk] else np.nan for t in tasks]
-                    for s in seeds])  # [seeds, tasks]
+      m = _paired(cells, seeds, tasks, lambda c: task[c] - kinds[nk][c])
       diff, lo, hi = cluster_bootstrap(100 * m, seed=SEED)
       cl = [clean.get((exp, model, fam, s, t)) for s, t in cells]
       base = (float(np.mean(cl)) if cl and None not in cl else None)
       vs_clean = None  # the task vector's own change: task - clean, points
       if base is not None:
-        mc = np.array([[task[(s, t)] - clean[(exp, model, fam, s, t)]
-                        if (s, t) in task else np.nan for t in tasks]
-                       for s in seeds])  # [seeds, tasks]
+        mc = _paired(cells, seeds, tasks,
+                     lambda c: task[c] - clean[(exp, model, fam, *c)])
         vs_clean = cluster_bootstrap(100 * mc, seed=SEED)
       mean_t = float(np.mean([task[c] for c in cells]))
       mean_n = float(np.mean([kinds[nk][c] for c in cells]))
@@ -94,6 +91,13 @@ def tv_effects(data: Data) -> list[dict]:
                   "n_tasks": len(tasks),
                   "n_seeds": len(seeds), "n": _min_n(data, exp, model)})
   return out
+
+
+def _paired(cells, seeds, tasks, change) -> np.ndarray:
+  """[seeds, tasks]: change((seed, task)) on the cells, NaN elsewhere."""
+  have = set(cells)
+  return np.array([[change((s, t)) if (s, t) in have else np.nan
+                    for t in tasks] for s in seeds])
 
 
 def _min_n(data: Data, exp: str, model) -> int | None:
