@@ -1,15 +1,24 @@
-r"""Runs the report suite's steps one after another in ONE Python process
-(`ONE_PROCESS=1 bash scripts/report_suite.sh ...`).
+r"""Runs report-suite steps (scripts/report_suite.sh): the one
+implementation of a step's ETA line, run, compile count, record and failure
+note, for both of the suite's modes.
 
+    python -m experiments.suite_process OUT --step NAME -- SCRIPT ARGS...
     python -m experiments.suite_process OUT QUEUE
 
-QUEUE: one JSON object per line, {"name": step, "argv": [SCRIPT.py | -m
-MODULE, args...]}, written by report_suite.sh. Each step runs as its script
-would as a process (`runpy`, `sys.argv` set, absl's `app.run` re-parsing
-its flags), its output (file descriptors 1 and 2 too, so XLA's) in
-OUT/<step>.log, under its own compile counter, between the suite's ETA and
-record lines (`icl_jax.analysis.suite_timing`): suite.json and
-suite_times.txt are as in the default mode.
+--step: one step in this process (the default mode: a process per step).
+It exits 0 once the step is recorded, whether the step passed or failed
+(a failure is in OUT/.suite_failed); a non-zero exit means this runner
+itself died (e.g. killed for memory) and the caller records that.
+
+QUEUE (`ONE_PROCESS=1`): every step in ONE process, in order; one JSON
+object per line, {"name": step, "argv": [SCRIPT.py | -m MODULE, args...]},
+written by report_suite.sh.
+
+Each step runs as its script would as a process (`runpy`, `sys.argv` set,
+absl's `app.run` re-parsing its flags), its output (file descriptors 1 and
+2 too, so XLA's) in OUT/<step>.log, under its own compile counter, between
+the suite's ETA and record lines (`icl_jax.analysis.suite_timing`):
+suite.json and suite_times.txt are the same in both modes.
 
 Saved: the Python start and imports, the model load (one per suite:
 `common.REUSE_MODELS`), and compiling programs a later step runs again
@@ -85,6 +94,45 @@ def remove_step_flags() -> None:
   fv.unparse_flags()
 
 
+# Share of vm.max_map_count above which the compiled programs are dropped
+# between steps. Each program XLA:CPU compiles holds its own memory
+# mappings (LLVM code sections; ~180 per engine program at gemma3-270m
+# study sizes), and a process past the kernel's limit (65,530 by default)
+# aborts inside LLVM ("Unable to allocate section memory"): measured,
+# session 21, a one-process study-size suite aborted in its 13th step
+# after ~370 programs. One step alone (a process per step) stays under it
+# (the largest, demo_ablation, compiles ~200 programs); below this share
+# programs are kept for later steps to reuse.
+MAX_MAP_SHARE = 0.25
+
+
+def memory_maps() -> tuple[int, int] | None:
+  """(memory mappings of this process, the kernel's vm.max_map_count), or
+  None where /proc does not tell (not Linux)."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      n = sum(1 for _ in f)
+    return n, int(Path("/proc/sys/vm/max_map_count").read_text())
+  except (OSError, ValueError):
+    return None
+
+
+def drop_programs_if_crowded(share: float = MAX_MAP_SHARE) -> bool:
+  """Drops JAX's compiled programs (in-memory caches; the persistent cache
+  on disk stays) when this process holds more than `share` of the
+  kernel's memory-mapping limit; returns whether it did."""
+  maps = memory_maps()
+  if maps is None or maps[0] <= share * maps[1]:
+    return False
+  import gc
+
+  import jax
+
+  jax.clear_caches()
+  gc.collect()
+  return True
+
+
 def run_steps(out: Path, queue: Path) -> int:
   """Every queued step in order; returns 1 if any failed, else 0."""
   from experiments import common
@@ -92,7 +140,13 @@ def run_steps(out: Path, queue: Path) -> int:
   steps = [json.loads(l) for l in queue.read_text().splitlines() if l.strip()]
   common.REUSE_MODELS = True
   try:
-    rcs = [run_step(out, s["name"], s["argv"]) for s in steps]
+    rcs = []
+    for s in steps:
+      rcs.append(run_step(out, s["name"], s["argv"]))
+      if drop_programs_if_crowded():
+        print(f"(dropped the compiled programs after {s['name']}: "
+              f"{MAX_MAP_SHARE:.0%} of the memory-mapping limit reached)",
+              flush=True)
     return int(any(rc != 0 for rc in rcs))
   finally:
     common.REUSE_MODELS = False
@@ -100,8 +154,8 @@ def run_steps(out: Path, queue: Path) -> int:
 
 
 def run_step(out: Path, name: str, argv: list[str]) -> int:
-  """One step: ETA line, the run, its compile count and record (as the
-  suite's own run_step does for a process); returns its exit status."""
+  """One step: ETA line, the run, its compile count and record; a failure
+  is printed and noted in OUT/.suite_failed. Returns its exit status."""
   from icl_jax.analysis import suite_timing
 
   print(suite_timing.eta_line(out, name), flush=True)
@@ -114,6 +168,9 @@ def run_step(out: Path, name: str, argv: list[str]) -> int:
   counter.stop()
   remove_step_flags()
   rec = counter.record()
+  maps = memory_maps()
+  if maps:  # this process's memory mappings at the step's end
+    rec["memory_maps"] = maps[0]
   with open(log, "a", encoding="utf-8") as f:
     f.write(compile_count.summary_line(rec) + "\n")
   compiles = out / f".compiles_{name}.json"
@@ -130,10 +187,17 @@ def run_step(out: Path, name: str, argv: list[str]) -> int:
   return rc
 
 
+USAGE = ("usage: python -m experiments.suite_process OUT QUEUE\n"
+         "       python -m experiments.suite_process OUT --step NAME -- "
+         "SCRIPT ARGS...")
+
+
 def main(argv: list[str]) -> int:
-  if len(argv) != 2:
-    print("usage: python -m experiments.suite_process OUT QUEUE",
-          file=sys.stderr)
+  if len(argv) >= 5 and argv[1] == "--step" and argv[3] == "--":
+    run_step(Path(argv[0]), argv[2], argv[4:])
+    return 0  # recorded, passed or failed
+  if len(argv) != 2 or argv[1].startswith("-"):
+    print(USAGE, file=sys.stderr)
     return 2
   return run_steps(Path(argv[0]), Path(argv[1]))
 

@@ -136,8 +136,11 @@ step() {
   fi
 }
 
-# Runs one step (its own process); a failure is noted in OUT/.suite_failed.
-# ONE_PROCESS=1: queues it for experiments/suite_process.py instead.
+# Runs one step in its own process through experiments/suite_process.py
+# (the one implementation of a step's ETA line, run, compile count, record
+# and failure note); a runner that dies (killed for memory) is recorded
+# and noted here.
+# ONE_PROCESS=1: queues the step for one suite_process run of them all.
 run_step() {
   local name=$1; shift
   if [[ -n $ONE_PROCESS ]]; then
@@ -145,17 +148,12 @@ run_step() {
       "$name" "$@" >> "$OUT/.suite_queue.jsonl"
     return
   fi
-  $TIMING eta "$OUT" "$name"
-  echo "=== $name: $*"
   local t0=$(date +%s) rc=0
-  "$PY" -m icl_jax.analysis.compile_count --record="$OUT/.compiles_$name.json" \
-    -- "$@" > "$OUT/$name.log" 2>&1 || rc=$?
-  local wall=$(( $(date +%s) - t0 ))
-  $TIMING record "$OUT" "$name" "$wall" "$rc" "$OUT/.compiles_$name.json" \
-    | tee -a "$OUT/suite_times.txt"
+  "$PY" -m experiments.suite_process "$OUT" --step "$name" -- "$@" || rc=$?
   if (( rc != 0 )); then
-    echo "$name FAILED (rc=$rc, see $OUT/$name.log)"
-    tail -5 "$OUT/$name.log"
+    $TIMING record "$OUT" "$name" $(( $(date +%s) - t0 )) "$rc" \
+      | tee -a "$OUT/suite_times.txt"
+    echo "$name FAILED (its runner exited rc=$rc, see $OUT/$name.log)"
     echo "$name" >> "$OUT/.suite_failed"
   fi
 }

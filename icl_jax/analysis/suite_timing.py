@@ -22,9 +22,11 @@ rescales the work part. Files under OUT:
 
 CLI (used by the suite; `python -m icl_jax.analysis.suite_timing CMD ...`):
   plan OUT NAME GENS FWDS FITS    add a step to the plan
-  eta OUT NAME                    print the step's progress/ETA line
   record OUT NAME WALL_S RC [COMPILE_JSON]
-  table OUT SIZES MODEL [SWEEP_JSON [JOBS]]
+                                  (a step's runner that died; a step's own
+                                  ETA line and record are printed by
+                                  experiments/suite_process.py)
+  table OUT SIZES MODEL [SWEEP_JSON [JOBS [ONE_PROCESS]]]
                                   write suite.json, print the table (with
                                   SWEEP_JSON, a benchmarks/sweep.py output
                                   of the same day: gen/s as a ratio to it;
@@ -235,8 +237,6 @@ def main(argv: list[str]) -> None:
   cmd, out = argv[0], Path(argv[1])
   if cmd == "plan":
     plan(out, argv[2], *(int(a) for a in argv[3:6]))
-  elif cmd == "eta":
-    print(eta_line(out, argv[2]), flush=True)
   elif cmd == "record":
     print(record(out, argv[2], float(argv[3]), int(argv[4]),
                  argv[5] if len(argv) > 5 else None), flush=True)

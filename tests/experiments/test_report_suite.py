@@ -158,29 +158,42 @@ def test_quick_suite_on_tiny_model(tiny_model_dir, tmp_path):
 
 
 FAKE_PY = """#!/usr/bin/env bash
-# Stands in for python: a step (compile_count -- SCRIPT ...) logs its start
-# and end and sleeps; tokenization fails; the rest goes to the real python.
-if [[ $1 == -m && $2 == icl_jax.analysis.compile_count ]]; then
-  name=$(basename "$5" .py)
-  [[ $5 == -m ]] && name=${6##*.}
-  for a in "$@"; do [[ $a == --experiment=* ]] && name=${a#--experiment=}; done
-  echo "start $name $(date +%s.%N)" >> "$STEP_LOG"
-  sleep 0.4
-  echo "end $name $(date +%s.%N)" >> "$STEP_LOG"
-  [[ $name == tokenization ]] && exit 3
-  exit 0
+# Stands in for python: a step (suite_process OUT --step NAME -- SCRIPT ...)
+# runs FAKE_STEP instead of its script, through the real step runner; the
+# rest goes to the real python.
+if [[ $1 == -m && $2 == experiments.suite_process && $4 == --step ]]; then
+  exec REAL_PY -m experiments.suite_process "$3" --step "$5" -- FAKE_STEP "$5"
 fi
 exec REAL_PY "$@"
+"""
+
+# A step: logs its start and end and sleeps; tokenization fails; ontology
+# kills its runner (as an out-of-memory kill would).
+FAKE_STEP = """import os, signal, sys, time
+name = sys.argv[1]
+def note(kind):
+  with open(os.environ["STEP_LOG"], "a") as f:
+    f.write(f"{kind} {name} {time.time()}\\n")
+note("start")
+time.sleep(0.4)
+note("end")
+if name == "ontology":
+  os.kill(os.getpid(), signal.SIGKILL)
+sys.exit(3 if name == "tokenization" else 0)
 """
 
 
 def test_two_steps_at_a_time(tmp_path):
   """JOBS=2: never more than two steps at once, two do overlap, the step
   that reads other steps' rows (template_similarity) starts after all of
-  them ended, a failed step fails the suite without stopping the others,
-  and suite.json has the elapsed time beside the sum of the step walls."""
+  them ended, a failed step and a killed runner fail the suite without
+  stopping the others, and suite.json has the elapsed time beside the sum
+  of the step walls."""
+  step = tmp_path / "fake_step.py"
+  step.write_text(FAKE_STEP)
   fake = tmp_path / "python"
-  fake.write_text(FAKE_PY.replace("REAL_PY", sys.executable))
+  fake.write_text(FAKE_PY.replace("REAL_PY", sys.executable)
+                  .replace("FAKE_STEP", str(step)))
   fake.chmod(0o755)
   log = tmp_path / "steps.log"
   out = tmp_path / "out"
@@ -190,6 +203,9 @@ def test_two_steps_at_a_time(tmp_path):
                      cwd=ROOT, env=env, timeout=600)
   assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
   assert "tokenization FAILED (rc=3" in p.stdout
+  assert "ontology FAILED (its runner exited rc=137" in p.stdout
+  assert sorted((out / ".suite_failed").read_text().split()) == [
+      "ontology", "tokenization"]
   events = sorted((float(t), kind, name) for kind, name, t in
                   (l.split() for l in log.read_text().splitlines()))
   running, peak, ended = set(), 0, {}
@@ -206,6 +222,10 @@ def test_two_steps_at_a_time(tmp_path):
   assert len(ended) == 28
   doc = json.loads((out / "suite.json").read_text())
   assert doc["jobs"] == 2 and len(doc["steps"]) == 28
+  steps = {r["name"]: r for r in doc["steps"]}
+  assert steps["ontology"]["rc"] == 137  # recorded by the suite script
+  assert steps["tokenization"]["rc"] == 3  # by the step runner
+  assert all("compiles" in r for n, r in steps.items() if n != "ontology")
   assert 0 < doc["elapsed_s"] < doc["total"]["wall_s"] + 60
   assert "2 step(s) at a time" in p.stdout
 
@@ -285,3 +305,37 @@ def test_one_process_is_not_for_two_jobs(tmp_path):
                      env=dict(os.environ, JOBS="2", ONE_PROCESS="1",
                               PY=sys.executable))
   assert p.returncode == 2 and "ONE_PROCESS" in p.stderr
+
+
+@pytest.mark.parametrize("argv", [[], ["out"], ["out", "--step", "a"],
+                                  ["out", "--step", "a", "x.py"],
+                                  ["out", "--queue"]])
+def test_step_runner_refuses_bad_arguments(argv, capsys):
+  from experiments import suite_process
+
+  assert suite_process.main(argv) == 2
+  assert "usage" in capsys.readouterr().err
+
+
+def test_compiled_programs_are_dropped_only_past_the_mapping_share():
+  """One process compiling step after step would pass the kernel's limit
+  of memory mappings (each XLA:CPU program holds its own) and abort; the
+  step runner drops JAX's compiled programs past a share of that limit."""
+  import jax
+  import jax.numpy as jnp
+
+  from experiments import suite_process
+
+  maps = suite_process.memory_maps()
+  if maps is None:
+    pytest.skip("no /proc (not Linux): nothing to measure")
+  f = jax.jit(lambda x: jnp.tanh(x) * 3)
+  x = jnp.arange(7.0)
+  y = f(x)
+  before = suite_process.memory_maps()[0]
+  assert not suite_process.drop_programs_if_crowded(share=1.0)
+  assert f._cache_size() == 1
+  assert suite_process.drop_programs_if_crowded(share=0.0)
+  assert f._cache_size() == 0  # dropped: the next call compiles again
+  assert suite_process.memory_maps()[0] <= before
+  assert (f(x) == y).all()
