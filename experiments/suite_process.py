@@ -18,7 +18,9 @@ Each step runs as its script would as a process (`runpy`, `sys.argv` set,
 absl's `app.run` re-parsing its flags), its output (file descriptors 1 and
 2 too, so XLA's) in OUT/<step>.log, under its own compile counter, between
 the suite's ETA and record lines (`icl_jax.analysis.suite_timing`):
-suite.json and suite_times.txt are the same in both modes.
+suite.json and suite_times.txt are the same in both modes. Running a script
+in this process, removing its flags and keeping the memory mappings under
+the kernel's limit live in `icl_jax.analysis.in_process`.
 
 Saved: the Python start and imports, the model load (one per suite:
 `common.REUSE_MODELS`), and compiling programs a later step runs again
@@ -33,104 +35,11 @@ suite there: rerun it, every step resumes.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from icl_jax.analysis import compile_count
-
-
-def _exit_code(code) -> int:  # SystemExit's code as an exit status
-  return 0 if code is None else code if isinstance(code, int) else 1
-
-
-def run_in_process(argv: list[str], log: Path) -> int:
-  """Runs `argv` (SCRIPT.py args... or -m MODULE args...) as __main__ with
-  its output (file descriptors 1 and 2, sys.stdout and sys.stderr) on
-  `log`; returns its exit status."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  saved, old_argv, old_streams = (os.dup(1), os.dup(2)), sys.argv, (
-      sys.stdout, sys.stderr)
-  rc = 0
-  with open(log, "w", encoding="utf-8", buffering=1) as f:
-    os.dup2(f.fileno(), 1)  # C-level output (XLA) shares f's file offset
-    os.dup2(f.fileno(), 2)
-    sys.stdout = sys.stderr = f  # also where a caller replaced them
-    try:
-      compile_count.run_script(argv)
-    except SystemExit as e:
-      rc = _exit_code(e.code)
-      if isinstance(e.code, str):  # the message a process would print
-        print(e.code, file=sys.stderr)
-    except KeyboardInterrupt:
-      raise
-    except BaseException:  # noqa: BLE001 -- a failed step, not the suite
-      traceback.print_exc()
-      rc = 1
-    finally:
-      f.flush()
-      sys.stdout, sys.stderr = old_streams
-      os.dup2(saved[0], 1)
-      os.dup2(saved[1], 2)
-      for fd in saved:
-        os.close(fd)
-      sys.argv = old_argv
-  return rc
-
-
-def remove_step_flags() -> None:
-  """Deletes the absl flags a step defined (in its script, run as
-  __main__, or through `experiments.*`)."""
-  from absl import flags
-
-  fv = flags.FLAGS
-  for name in list(fv):
-    module = fv.find_module_defining_flag(name) or ""
-    if module == "__main__" or module.startswith("experiments"):
-      delattr(fv, name)
-  fv.unparse_flags()
-
-
-# Share of vm.max_map_count above which the compiled programs are dropped
-# between steps. Each program XLA:CPU compiles holds its own memory
-# mappings (LLVM code sections; ~180 per engine program at gemma3-270m
-# study sizes), and a process past the kernel's limit (65,530 by default)
-# aborts inside LLVM ("Unable to allocate section memory"): measured,
-# session 21, a one-process study-size suite aborted in its 13th step
-# after ~370 programs. One step alone (a process per step) stays under it
-# (the largest, demo_ablation, compiles ~200 programs); below this share
-# programs are kept for later steps to reuse.
-MAX_MAP_SHARE = 0.25
-
-
-def memory_maps() -> tuple[int, int] | None:
-  """(memory mappings of this process, the kernel's vm.max_map_count), or
-  None where /proc does not tell (not Linux)."""
-  try:
-    with open("/proc/self/maps", "rb") as f:
-      n = sum(1 for _ in f)
-    return n, int(Path("/proc/sys/vm/max_map_count").read_text())
-  except (OSError, ValueError):
-    return None
-
-
-def drop_programs_if_crowded(share: float = MAX_MAP_SHARE) -> bool:
-  """Drops JAX's compiled programs (in-memory caches; the persistent cache
-  on disk stays) when this process holds more than `share` of the
-  kernel's memory-mapping limit; returns whether it did."""
-  maps = memory_maps()
-  if maps is None or maps[0] <= share * maps[1]:
-    return False
-  import gc
-
-  import jax
-
-  jax.clear_caches()
-  gc.collect()
-  return True
+from icl_jax.analysis import compile_count, in_process
 
 
 def run_steps(out: Path, queue: Path) -> int:
@@ -143,10 +52,10 @@ def run_steps(out: Path, queue: Path) -> int:
     rcs = []
     for s in steps:
       rcs.append(run_step(out, s["name"], s["argv"]))
-      if drop_programs_if_crowded():
+      if in_process.drop_programs_if_crowded():
         print(f"(dropped the compiled programs after {s['name']}: "
-              f"{MAX_MAP_SHARE:.0%} of the memory-mapping limit reached)",
-              flush=True)
+              f"{in_process.MAX_MAP_SHARE:.0%} of the memory-mapping "
+              "limit reached)", flush=True)
     return int(any(rc != 0 for rc in rcs))
   finally:
     common.REUSE_MODELS = False
@@ -162,13 +71,14 @@ def run_step(out: Path, name: str, argv: list[str]) -> int:
   print(f"=== {name}: {' '.join(argv)}", flush=True)
   log = out / f"{name}.log"
   counter = compile_count.CompileCounter().start()
+  flags_before = in_process.flag_names()
   t0 = time.time()
-  rc = run_in_process(argv, log)
+  rc = in_process.run_in_process(argv, log)
   wall = time.time() - t0
   counter.stop()
-  remove_step_flags()
+  in_process.remove_flags_defined_since(flags_before)
   rec = counter.record()
-  maps = memory_maps()
+  maps = in_process.memory_maps()
   if maps:  # this process's memory mappings at the step's end
     rec["memory_maps"] = maps[0]
   with open(log, "a", encoding="utf-8") as f:
