@@ -75,10 +75,14 @@
 # pair_matrix and ontology, so it starts after every other step.
 # ONE_PROCESS=1 runs every step in one Python process
 # (experiments/suite_process.py): one start, one set of imports, one model
-# load, and programs compiled by a step stay in memory for later steps;
-# same scripts, flags and rows (tests/experiments/test_report_suite.py),
-# same ETA lines, logs and suite.json. A step that kills the process (out
-# of memory) ends the suite there; rerunning resumes. Not with JOBS > 1.
+# load, and programs compiled by a step stay in memory for later steps
+# (dropped between steps past 10% of vm.max_map_count); same scripts, flags
+# and rows (tests/experiments/test_report_suite.py), same ETA lines, logs
+# and suite.json. A step that kills the process (out of memory) ends the
+# suite there; rerunning resumes. Not with JOBS > 1. At study size it gains
+# nothing on the 2-core CPU (13 steps side by side: 886 s in both modes;
+# compiling is slower in the long-lived process; BUILD_NOTES "The
+# study-size suite in one process"), so it is not the default.
 # Environment: ONLY=name1,name2 runs a subset; DRY_RUN=1 prints the commands
 # (and their estimated work) and runs nothing; PY=python to use;
 # HEADLINE=F (the JSON that `benchmarks/sweep.py --method=engine > F` prints,
