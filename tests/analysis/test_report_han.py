@@ -326,6 +326,43 @@ def test_synthetic_section_says_a_run_stopped_short(tmp_path):
   assert "stopped at step" not in text
 
 
+def test_synthetic_section_shows_baselines_device_and_td_per_basis(tmp_path):
+  """With per-basis TD in the rows and a summary holding the baselines and
+  the training segments, the section sets the model's MSE beside each
+  baseline's (mean over the in-context examples), says where and how long
+  it trained, and adds each basis's TD at the final peak layer."""
+  data = synthetic_run(tmp_path, td_per_basis=[0.5, 0.25, 0.25, 0.2])
+  d = tmp_path / "runs" / "synthetic_emergence"
+  (d / "summary.json").write_text(json.dumps({
+      "baselines_mse_by_index": {"oracle": [1.0, 0.0],
+                                 "bayes_mixture": [2.0, 1.0],
+                                 "lasso": [3.0, 3.0],
+                                 "ridge_dense": [4.0, 2.0]},
+      "segments": [{"device": "cuda:0", "backend": "gpu", "train_s": 300.0,
+                    "wall_s": 330.0, "resumed_from": None},
+                   {"device": "cuda:0", "backend": "gpu", "train_s": 100.0,
+                    "wall_s": 120.0, "resumed_from": 200}]}))
+  text = han_effects.render_synthetic(data)
+  assert ("on the same test prompts: the model 1.00; oracle (ridge on the "
+          "true basis) 0.50, Bayes mixture over the bases 1.50, LASSO 3.00, "
+          "dense ridge 3.00.") in text
+  assert ("Trained on cuda:0 (gpu): 400 s of training, 450 s of wall, in 2 "
+          "invocation(s), 1 of them resumed from a checkpoint.") in text
+  # Every layer but the last has mean TD 0.25 throughout; the last layer
+  # ends at 0.40, so it is the peak layer the per-basis column reads.
+  assert "| TD per basis at L2 (peak) |" in text
+  assert "| 0.50, 0.25, 0.25, 0.20 |" in text
+
+
+def test_synthetic_section_without_summary_or_per_basis_td(tmp_path):
+  """Rows without per-basis TD and an empty summary: no baseline line, no
+  training line, no per-basis column (nothing invented)."""
+  text = han_effects.render_synthetic(synthetic_run(tmp_path))
+  assert "on the same test prompts" not in text
+  assert "Trained on" not in text
+  assert "TD per basis" not in text
+
+
 def test_peak_layer_and_depth_row_break_a_tie_alike():
   """The run's float32 'mean' row can tie two layers that the per-task
   means (float64) tell apart; the peak table and the summary's depth row
