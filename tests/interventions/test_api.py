@@ -101,7 +101,16 @@ def test_run_patches_equals_naive_reference(family, timing, which):
       ans = out.answer_tokens[i]
       np.testing.assert_allclose(out.answer_logprobs[k, i], lp[ans],
                                  rtol=1e-4, atol=1e-4)
-  assert (out.delta > 0).all()
+  # Patch 0 gives prompt 1 (the middle of three, values reversed) its own
+  # last-token value: a no-op up to the last bits of the capture. Its delta
+  # is 0 where the capture and the engine compute that value bit for bit
+  # alike (seen on a GPU) and rounding noise where they do not (this CPU);
+  # every other cell edits the residual for real.
+  expect_edit = np.ones(out.delta.shape, bool)
+  if not which or 0 in which:
+    expect_edit[(which or list(range(len(patches)))).index(0), 1] = False
+  assert (out.delta[expect_edit] > 1e-3).all(), out.delta
+  assert (out.delta[~expect_edit] < 1e-4).all(), out.delta
 
 
 def out_decode(patch, d_model):
