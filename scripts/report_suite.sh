@@ -62,7 +62,12 @@
 # step prints a progress line with its ETA before it starts (a cost model:
 # estimated generations / forward passes / probe fits per step times rates,
 # icl_jax/analysis/suite_timing.py; rescaled by the steps finished in this
-# run) and a line with its wall time, rate and XLA compile count after; the
+# run; a step that a recorded run of the same model and sizes has, with the
+# same counts, is predicted from its recorded wall time instead, rescaled
+# the same way: SUITE_REFERENCE=suite.json, default
+# benchmarks/results/suite.json, the gemma3-270m study-size run; replayed
+# on the recorded runs its error is ~4x smaller, benchmarks/eta_replay.py)
+# and a line with its wall time, rate and XLA compile count after; the
 # suite ends with a timing table and writes OUT/suite.json. The wall time of
 # each step is also appended to OUT/suite_times.txt.
 # JOBS=2 runs two steps at a time (default 1). On the 2-core CPU it gains
@@ -118,6 +123,8 @@ if [[ -z $DRY_RUN ]]; then
   mkdir -p "$OUT"
   rm -f "$OUT/suite_plan.jsonl" "$OUT/.suite_failed" "$OUT/.suite_queue.jsonl"
   date +%s > "$OUT/.suite_start"
+  $TIMING reference "$OUT" "$MODEL" "$SIZES" \
+    "${SUITE_REFERENCE:-benchmarks/results/suite.json}"
 fi
 
 # step NAME GENERATIONS FORWARDS PROBE_FITS -- SCRIPT ARGS...

@@ -11,9 +11,20 @@ with priors below until steps of this run have finished; then the overhead
 becomes the model-load prior plus the finished steps' mean compile seconds
 (measured by icl_jax.analysis.compile_count), and one factor (measured /
 predicted work seconds, over finished steps with >= 30 s of predicted work)
-rescales the work part. Files under OUT:
+rescales the work part.
+
+A recorded run (a suite.json of the same model, sizes and one step at a
+time; the suite passes benchmarks/results/suite.json) predicts better: a
+step with the same counts in it is predicted as its recorded wall time times
+this run's speed (the finished steps' measured walls over their recorded
+ones; 1 before any). Replayed on recorded study-size runs of other days
+(benchmarks/eta_replay.py) its mean error on the rest of the suite is 0.10-
+0.17 of it, against 0.38-0.54 for the cost model (BUILD_NOTES section 7).
+Files under OUT:
 
   suite_plan.jsonl   one line per step of this invocation (name, counts)
+  suite_reference.json  the recorded run's walls and counts per step
+                     (written by `reference`; absent without a match)
   suite_steps.jsonl  one line per finished step (counts, wall_s, rc,
                      compiles); a resumed suite appends; the table uses each
                      step's latest line
@@ -22,6 +33,9 @@ rescales the work part. Files under OUT:
 
 CLI (used by the suite; `python -m icl_jax.analysis.suite_timing CMD ...`):
   plan OUT NAME GENS FWDS FITS    add a step to the plan
+  reference OUT MODEL SIZES SUITE_JSON
+                                  keep a recorded run's per-step walls for
+                                  the ETA (when its model and sizes match)
   record OUT NAME WALL_S RC [COMPILE_JSON]
                                   (a step's runner that died; a step's own
                                   ETA line and record are printed by
@@ -92,6 +106,52 @@ def calibration(steps: list[dict]) -> float:
   return meas / pred if pred > 0 and meas > 0 else 1.0
 
 
+COUNT_KEYS = ("generations", "forwards", "probe_fits")
+
+
+def keep_reference(out: Path, model: str, sizes: str,
+                   suite_json: str | Path) -> int:
+  """Writes OUT/suite_reference.json from a recorded suite.json when it ran
+  the same model and sizes one step at a time (a JOBS > 1 run's walls
+  overlap); keeps its finished steps' walls and counts. Returns the number
+  of steps kept (0: no usable reference; any old file is removed)."""
+  dest = out / "suite_reference.json"
+  dest.unlink(missing_ok=True)
+  path = Path(suite_json)
+  if not path.exists():
+    return 0
+  doc = json.loads(path.read_text())
+  if (doc.get("model"), doc.get("sizes"), doc.get("jobs", 1)) != (
+      model, sizes, 1):
+    return 0
+  steps = {s["name"]: {"wall_s": s["wall_s"],
+                       **{k: s.get(k, 0) for k in COUNT_KEYS}}
+           for s in doc.get("steps", []) if s.get("rc") == 0}
+  if steps:
+    dest.write_text(json.dumps({"source": str(path), "steps": steps},
+                               indent=1))
+  return len(steps)
+
+
+def _reference(out: Path, plan_rows: dict) -> dict:
+  """{name: recorded wall_s} for planned steps whose counts equal the
+  recorded run's."""
+  path = out / "suite_reference.json"
+  if not path.exists():
+    return {}
+  ref = json.loads(path.read_text())["steps"]
+  return {n: ref[n]["wall_s"] for n, c in plan_rows.items() if n in ref
+          and all(ref[n][k] == c.get(k, 0) for k in COUNT_KEYS)}
+
+
+def reference_speed(steps: list[dict], ref: dict) -> float:
+  """This run's measured walls over the recorded ones, over the finished
+  steps that the reference has (1.0 without any)."""
+  ok = [s for s in steps if s.get("rc") == 0 and s["name"] in ref]
+  rec = sum(ref[s["name"]] for s in ok)
+  return sum(s["wall_s"] for s in ok) / rec if rec > 0 else 1.0
+
+
 def plan(out: Path, name: str, gens: int, fwds: int, fits: int) -> None:
   _append(out / "suite_plan.jsonl", {"name": name, "generations": gens,
                                      "forwards": fwds, "probe_fits": fits})
@@ -104,24 +164,45 @@ def _latest(rows: list[dict]) -> dict:
   return out
 
 
-def eta_line(out: Path, name: str) -> str:
-  """'[i/n] name: work; ETA this step ...; ETA suite ...'."""
+def eta(out: Path, name: str) -> dict:
+  """Predicted seconds of step `name` ("step") and of the suite from it on
+  ("rest"), from OUT's plan, finished steps and recorded run; with the
+  factors used ("factor", "overhead", "speed") and "n_ref" (steps from
+  `name` on predicted from the recorded run)."""
   plan_rows = _latest(_lines(out / "suite_plan.jsonl"))
   started = float((out / ".suite_start").read_text()) if (
       out / ".suite_start").exists() else None
   steps = [s for s in _lines(out / "suite_steps.jsonl")
            if started is None or s.get("finished", 0) >= started]
   factor, over = calibration(steps), overhead_s(steps)
+  ref = _reference(out, plan_rows)
+  speed = reference_speed(steps, ref)
+
+  def pred(counts, n):
+    return ref[n] * speed if n in ref else predicted_s(counts, factor, over)
+
   names = list(plan_rows)
-  i = names.index(name) if name in names else -1
-  counts = plan_rows.get(name, {})
-  this = predicted_s(counts, factor, over)
-  rest = sum(predicted_s(plan_rows[n], factor, over) for n in names[i:])
-  return (f"[{i + 1}/{len(names)}] {name}: {counts.get('generations', 0)} "
-          f"gens, {counts.get('forwards', 0)} fwd, "
+  i = names.index(name) if name in names else len(names)
+  return {"index": i, "n_steps": len(names),
+          "step": pred(plan_rows.get(name, {}), name),
+          "rest": sum(pred(plan_rows[n], n) for n in names[i:]),
+          "n_ref": sum(n in ref for n in names[i:]), "n_rest":
+          len(names) - i, "factor": factor, "overhead": over, "speed": speed}
+
+
+def eta_line(out: Path, name: str) -> str:
+  """'[i/n] name: work; ETA this step ...; ETA suite ...'."""
+  e = eta(out, name)
+  counts = _latest(_lines(out / "suite_plan.jsonl")).get(name, {})
+  how = (f"{e['n_ref']} of {e['n_rest']} steps from the recorded run x"
+         f"{e['speed']:.2f}; " if e["n_ref"] else "")
+  return (f"[{e['index'] + 1}/{e['n_steps']}] {name}: "
+          f"{counts.get('generations', 0)} gens, "
+          f"{counts.get('forwards', 0)} fwd, "
           f"{counts.get('probe_fits', 0)} fits (estimated); ETA step "
-          f"{_hms(this)}, suite {_hms(rest)} (overhead {over:.0f} s/step, "
-          f"work x{factor:.2f} of the priors)")
+          f"{_hms(e['step'])}, suite {_hms(e['rest'])} ({how}overhead "
+          f"{e['overhead']:.0f} s/step, work x{e['factor']:.2f} of the "
+          f"priors)")
 
 
 def _hms(s: float) -> str:
@@ -136,8 +217,7 @@ def record(out: Path, name: str, wall_s: float, rc: int,
   import time
 
   counts = _latest(_lines(out / "suite_plan.jsonl")).get(name, {})
-  row = {"name": name, **{k: counts.get(k, 0) for k in
-                          ("generations", "forwards", "probe_fits")},
+  row = {"name": name, **{k: counts.get(k, 0) for k in COUNT_KEYS},
          "wall_s": round(wall_s, 1), "rc": rc, "finished": time.time(),
          # 1/5/15-minute load at the step's end. The 5-minute figure is the
          # load the step ran under when it lasted >= 5 min; a shorter step's
@@ -237,6 +317,11 @@ def main(argv: list[str]) -> None:
   cmd, out = argv[0], Path(argv[1])
   if cmd == "plan":
     plan(out, argv[2], *(int(a) for a in argv[3:6]))
+  elif cmd == "reference":
+    kept = keep_reference(out, argv[2], argv[3], argv[4])
+    print(f"ETA: {kept} steps' walls from {argv[4]}" if kept else
+          f"ETA: cost model only (no recorded {argv[3]} run of {argv[2]} "
+          f"in {argv[4]})", flush=True)
   elif cmd == "record":
     print(record(out, argv[2], float(argv[3]), int(argv[4]),
                  argv[5] if len(argv) > 5 else None), flush=True)

@@ -115,6 +115,59 @@ def test_eta_and_table(tmp_path):
   assert len(doc["steps"][0]["load_avg"]) == 3
 
 
+def _recorded(path, steps, model="m", sizes="study", jobs=1):
+  path.write_text(json.dumps({"model": model, "sizes": sizes, "jobs": jobs,
+                              "steps": steps}))
+  return path
+
+
+def test_eta_from_a_recorded_run(tmp_path):
+  """Steps with the recorded run's counts are predicted from its walls,
+  rescaled by this run's speed; the others by the cost model."""
+  out = tmp_path / "out"
+  out.mkdir()
+  suite_timing.plan(out, "a", 100, 0, 0)
+  suite_timing.plan(out, "b", 200, 0, 0)
+  suite_timing.plan(out, "c", 0, 40, 0)  # recorded with other counts
+  rec = _recorded(tmp_path / "suite.json", [
+      {"name": "a", "generations": 100, "forwards": 0, "probe_fits": 0,
+       "wall_s": 50.0, "rc": 0},
+      {"name": "b", "generations": 200, "forwards": 0, "probe_fits": 0,
+       "wall_s": 300.0, "rc": 0},
+      {"name": "c", "generations": 0, "forwards": 80, "probe_fits": 0,
+       "wall_s": 999.0, "rc": 0}])
+  assert suite_timing.keep_reference(out, "m", "study", rec) == 3
+  e = suite_timing.eta(out, "a")
+  # Before any step: speed 1; c: 30 s prior overhead + 40 fwd / 20 per s.
+  assert (e["step"], e["rest"], e["n_ref"]) == (50.0, 50 + 300 + 32, 2)
+  assert "2 of 3 steps from the recorded run x1.00" in \
+      suite_timing.eta_line(out, "a")
+  suite_timing.record(out, "a", 100.0, 0)  # twice the recorded wall
+  e = suite_timing.eta(out, "b")
+  assert e["speed"] == 2.0 and e["step"] == 600.0
+  # c stays on the cost model: no compile records, so overhead is 30 s and
+  # a has too little predicted work (5 s) to rescale the rates.
+  assert e["rest"] == 600.0 + 32.0
+
+
+@pytest.mark.parametrize("model,sizes,jobs", [("other", "study", 1),
+                                              ("m", "quick", 1),
+                                              ("m", "study", 2)])
+def test_recorded_run_must_match(tmp_path, model, sizes, jobs):
+  """Another model's or size set's walls, or a JOBS > 1 run's (overlapping
+  steps), are not a reference; an old reference file goes."""
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "suite_reference.json").write_text("{}")
+  rec = _recorded(tmp_path / "suite.json", [
+      {"name": "a", "generations": 1, "wall_s": 5.0, "rc": 0}],
+      model, sizes, jobs)
+  assert suite_timing.keep_reference(out, "m", "study", rec) == 0
+  assert not (out / "suite_reference.json").exists()
+  assert suite_timing.keep_reference(out, "m", "study",
+                                     tmp_path / "missing.json") == 0
+
+
 def test_table_ratio_to_headline(tmp_path):
   """With a sweep.py result, each step's gen/s is divided by its rate."""
   suite_timing.plan(tmp_path, "a", 1000, 0, 0)
@@ -134,13 +187,22 @@ def test_table_ratio_to_headline(tmp_path):
 
 def test_quick_suite_on_tiny_model(tiny_model_dir, tmp_path):
   out = tmp_path / "out"
+  # A recorded run of this model and size set (SUITE_REFERENCE): the ETA
+  # lines predict from its walls.
+  rec = _recorded(tmp_path / "recorded.json", [
+      {"name": "baseline", "generations": 20, "forwards": 0,
+       "probe_fits": 0, "wall_s": 1000.0, "rc": 0},
+      {"name": "tokenization", "generations": 0, "forwards": 0,
+       "probe_fits": 0, "wall_s": 200.0, "rc": 0}],
+      model=str(tiny_model_dir), sizes="quick")
   env = dict(os.environ, PY=sys.executable, ONLY="tokenization,baseline",
-             ICL_JAX_CACHE=str(tmp_path / "cache"))
+             ICL_JAX_CACHE=str(tmp_path / "cache"), SUITE_REFERENCE=str(rec))
   p = subprocess.run(["bash", str(SUITE), str(tiny_model_dir), str(out),
                       "--sizes=quick"], capture_output=True, text=True,
                      cwd=ROOT, env=env, timeout=900)
   assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-  assert "[1/2] baseline" in p.stdout and "ETA step" in p.stdout
+  assert "[1/2] baseline" in p.stdout and "ETA step 16m40s" in p.stdout
+  assert "2 of 2 steps from the recorded run x1.00" in p.stdout
   doc = json.loads((out / "suite.json").read_text())
   assert doc["sizes"] == "quick"
   steps = {r["name"]: r for r in doc["steps"]}
