@@ -17,8 +17,10 @@ written by report_suite.sh.
 Each step runs as its script would as a process (`runpy`, `sys.argv` set,
 absl's `app.run` re-parsing its flags), its output (file descriptors 1 and
 2 too, so XLA's) in OUT/<step>.log, under its own compile counter, between
-the suite's ETA and record lines (`icl_jax.analysis.suite_timing`):
-suite.json and suite_times.txt are the same in both modes. Running a script
+the suite's ETA and record lines (`icl_jax.analysis.suite_timing`), with
+the seconds spent inside the model's generation and forward calls
+(`icl_jax.work_meter`): suite.json and suite_times.txt are the same in both
+modes. Running a script
 in this process, removing its flags and keeping the memory mappings under
 the kernel's limit live in `icl_jax.analysis.in_process`.
 
@@ -39,6 +41,7 @@ import sys
 import time
 from pathlib import Path
 
+from icl_jax import work_meter
 from icl_jax.analysis import compile_count, in_process
 
 
@@ -72,12 +75,14 @@ def run_step(out: Path, name: str, argv: list[str]) -> int:
   log = out / f"{name}.log"
   counter = compile_count.CompileCounter().start()
   flags_before = in_process.flag_names()
+  work_meter.reset()
   t0 = time.time()
   rc = in_process.run_in_process(argv, log)
   wall = time.time() - t0
   counter.stop()
   in_process.remove_flags_defined_since(flags_before)
   rec = counter.record()
+  rec["work"] = work_meter.totals()  # seconds inside the model's calls
   maps = in_process.memory_maps()
   if maps:  # this process's memory mappings at the step's end
     rec["memory_maps"] = maps[0]

@@ -245,6 +245,31 @@ def headline_rate(sweep_json: str | Path) -> float:
   return float(gps["engine"] if isinstance(gps, dict) else gps)
 
 
+def work_split(row: dict, headline_gen_s: float | None = None) -> dict:
+  """From a step record's measured work (`icl_jax.work_meter` totals under
+  "work"): the engine's generations/s inside its own calls (net of
+  compiling; the rate the headline measures), its ratio to the headline,
+  and the step's wall split into compiling, engine, clean generation,
+  forward passes and the rest (model load, probe fits, Python). {} for a
+  record without it."""
+  work = row.get("work")
+  if not isinstance(work, dict):
+    return {}
+  out = {}
+  eng = work.get("engine") or {}
+  if eng.get("count") and eng.get("seconds", 0) > 0:
+    out["engine_generations_per_s"] = round(eng["count"] / eng["seconds"], 2)
+    if headline_gen_s:
+      out["engine_ratio_to_headline"] = round(
+          out["engine_generations_per_s"] / headline_gen_s, 3)
+  split = {"compile": round(row.get("compile_s", 0.0), 1)}
+  for kind in ("engine", "generate", "forward"):
+    split[kind] = round((work.get(kind) or {}).get("seconds", 0.0), 1)
+  split["other"] = round(row["wall_s"] - sum(split.values()), 1)
+  out["wall_split_s"] = split
+  return out
+
+
 def table(out: Path, sizes: str, model: str,
           headline_gen_s: float | None = None, jobs: int = 1,
           one_process: bool = False) -> dict:
@@ -269,6 +294,7 @@ def table(out: Path, sizes: str, model: str,
     if headline_gen_s and r["generations_per_s"] is not None:
       r["ratio_to_headline"] = round(r["generations_per_s"] / headline_gen_s,
                                      3)
+    r.update(work_split(r, headline_gen_s))
     rows.append(r)
   total = {k: sum(r.get(k, 0) or 0 for r in rows) for k in
            ("generations", "forwards", "probe_fits", "wall_s", "compiles")}
@@ -287,19 +313,28 @@ def table(out: Path, sizes: str, model: str,
 
 def format_table(doc: dict) -> str:
   head = (f"{'step':22s} {'gens':>7s} {'fwd':>6s} {'fits':>5s} "
-          f"{'wall_s':>8s} {'gen/s':>6s} {'ratio':>6s} {'compiles':>8s} "
-          f"{'load5':>6s}")
+          f"{'wall_s':>8s} {'gen/s':>6s} {'ratio':>6s} {'eng/s':>6s} "
+          f"{'eratio':>6s} {'compiles':>8s} {'load5':>6s}  wall split s: "
+          "compile/engine/generate/forward/other")
   lines = [head]
+
+  def cell(v):
+    return v if v is not None else "-"
+
   for r in doc["steps"] + [dict(doc["total"], name="TOTAL")]:
-    gps, ratio = r.get("generations_per_s"), r.get("ratio_to_headline")
     load = r.get("load_avg")
+    split = r.get("wall_split_s")
     lines.append(
         f"{r['name']:22s} {r.get('generations', 0):7d} "
         f"{r.get('forwards', 0):6d} {r.get('probe_fits', 0):5d} "
-        f"{r.get('wall_s', 0):8.0f} {gps if gps is not None else '-':>6} "
-        f"{ratio if ratio is not None else '-':>6} "
+        f"{r.get('wall_s', 0):8.0f} {cell(r.get('generations_per_s')):>6} "
+        f"{cell(r.get('ratio_to_headline')):>6} "
+        f"{cell(r.get('engine_generations_per_s')):>6} "
+        f"{cell(r.get('engine_ratio_to_headline')):>6} "
         f"{r.get('compiles', '-'):>8} "
-        f"{load[1] if load else '-':>6}")
+        f"{load[1] if load else '-':>6}"
+        + ("  " + "/".join(f"{v:.0f}" for v in split.values())
+           if split else ""))
   if "elapsed_s" in doc:
     lines.append(f"elapsed {doc['elapsed_s']:.0f} s = "
                  f"{doc['elapsed_s'] / 60:.1f} min with {doc.get('jobs', 1)} "
@@ -310,6 +345,10 @@ def format_table(doc: dict) -> str:
     lines.append(f"ratio = gen/s / the engine's headline "
                  f"{doc['headline_generations_per_s']:.1f} gen/s "
                  "(benchmarks/sweep.py, same day)")
+  lines.append("gen/s: the step's generations (estimated) over its wall; "
+               "eng/s: the engine's generations over the seconds inside "
+               "its calls, net of compiling (icl_jax.work_meter); eratio: "
+               "eng/s over the headline")
   return "\n".join(lines)
 
 

@@ -50,6 +50,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from icl_jax import work_meter
 from icl_jax.interventions import sharding
 from icl_jax.interventions.decode import greedy_decode
 from icl_jax.interventions.distributed import to_host
@@ -199,9 +200,11 @@ class Engine:
     for i, q in enumerate(qs):
       q_ids[i, :len(q)] = q
     q_len = np.array([len(q) for q in qs], np.int32)
-    clean = clean_run(self.cfg, self.params, jnp.asarray(token_ids[0][:P],
-                                                         jnp.int32),
-                      jnp.asarray(q_ids), jnp.asarray(q_len))
+    with work_meter.metered("engine", 0):  # the clean run before the cells
+      clean = clean_run(self.cfg, self.params,
+                        jnp.asarray(token_ids[0][:P], jnp.int32),
+                        jnp.asarray(q_ids), jnp.asarray(q_len))
+      jax.block_until_ready(clean)
     return TargetSet(token_ids, P, Q, q_ids, q_len, clean,
                      list(prompts) if prompts is not None else None)
 
@@ -281,6 +284,10 @@ class Engine:
           return_logits: bool = False, progress: bool = False) -> SweepResult:
     """Evaluates every cell on every target prompt."""
     cells = self._check_cells(targets, cells)
+    with work_meter.metered("engine", len(cells) * targets.n):
+      return self._run(targets, cells, return_logits, progress)
+
+  def _run(self, targets, cells, return_logits, progress) -> SweepResult:
     C = len(cells)
     chunk = self.chunk_size(targets, cells.per_target)
     tables = self.lm.stop_tables.as_arrays()

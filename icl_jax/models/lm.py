@@ -17,6 +17,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from icl_jax import work_meter
 from icl_jax.models.config import DecoderConfig
 from icl_jax.models.decoder import (Decoder, collect_components,
                                     collect_residuals)
@@ -204,8 +205,12 @@ class LanguageModel:
             else jnp.asarray(attention_mask, jnp.int32))
     if logits not in ("all", "last", None):
       raise ValueError(f"logits must be 'all', 'last' or None, got {logits!r}")
-    return forward(self.config, self.params, ids, mask, return_residuals,
-                   return_components, logits)
+    with work_meter.metered("forward", ids.shape[0]):
+      out = forward(self.config, self.params, ids, mask, return_residuals,
+                    return_components, logits)
+      jax.block_until_ready([out.logits, out.residuals, out.attn_out,
+                             out.mlp_out])
+    return out
 
   def encode(self, prompts: Sequence[str], pad_to_multiple: int = 1):
     """Tokenizes with the tokenizer's own BOS rule; left pads.
@@ -256,11 +261,13 @@ class LanguageModel:
                        f"shape, got {np.shape(ids)} and {np.shape(mask)}")
     self.check_length(int(np.asarray(mask).sum(-1).max()) + max_new_tokens,
                       "prompt plus max_new_tokens")
-    out, n_gen, _ = greedy_generate(
-        self.config, self.params, jnp.asarray(ids), jnp.asarray(mask),
-        self.stop_tables.as_arrays(), max_new_tokens, stop, self.pad_id,
-        default_compaction())
-    return np.asarray(out), np.asarray(n_gen)
+    tables = self.stop_tables.as_arrays()
+    with work_meter.metered("generate", np.shape(ids)[0]):
+      out, n_gen, _ = greedy_generate(
+          self.config, self.params, jnp.asarray(ids), jnp.asarray(mask),
+          tables, max_new_tokens, stop, self.pad_id, default_compaction())
+      out, n_gen = np.asarray(out), np.asarray(n_gen)
+    return out, n_gen
 
   def generate(self, prompts: Sequence[str], max_new_tokens: int = 30,
                stop: str = "line", batch_size: int = 32) -> list[str]:

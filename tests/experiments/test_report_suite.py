@@ -185,6 +185,27 @@ def test_table_ratio_to_headline(tmp_path):
   assert "headline 40.0 gen/s" in suite_timing.format_table(doc)
 
 
+def test_table_splits_the_wall_by_measured_work(tmp_path):
+  """A record's measured work (icl_jax.work_meter totals): the engine's
+  rate inside its calls, its ratio to the headline, the wall split."""
+  suite_timing.plan(tmp_path, "a", 1000, 10, 0)
+  comp = tmp_path / "c.json"
+  comp.write_text(json.dumps({"compiles": 3, "compile_s": 20.0, "work": {
+      "engine": {"count": 900, "seconds": 30.0, "compile_s": 12.0},
+      "generate": {"count": 100, "seconds": 5.0, "compile_s": 4.0},
+      "forward": {"count": 10, "seconds": 1.5, "compile_s": 1.0}}}))
+  suite_timing.record(tmp_path, "a", 100.0, 0, str(comp))
+  doc = suite_timing.table(tmp_path, "study", "m", 60.0)
+  r = doc["steps"][0]
+  assert r["engine_generations_per_s"] == 30.0  # 900 / 30 s
+  assert r["engine_ratio_to_headline"] == 0.5
+  assert r["ratio_to_headline"] == round(10.0 / 60.0, 3)  # 1000 / 100 s
+  assert r["wall_split_s"] == {"compile": 20.0, "engine": 30.0,
+                               "generate": 5.0, "forward": 1.5,
+                               "other": 43.5}
+  assert "20/30/5/2/44" in suite_timing.format_table(doc)
+
+
 def test_quick_suite_on_tiny_model(tiny_model_dir, tmp_path):
   out = tmp_path / "out"
   # A recorded run of this model and size set (SUITE_REFERENCE): the ETA
@@ -210,8 +231,10 @@ def test_quick_suite_on_tiny_model(tiny_model_dir, tmp_path):
   for r in steps.values():
     assert r["rc"] == 0 and r["wall_s"] >= 0
     for k in ("generations", "forwards", "probe_fits", "generations_per_s",
-              "compiles", "compile_s"):
+              "compiles", "compile_s", "work", "wall_split_s"):
       assert k in r, k
+  # baseline's 20 clean generations were metered inside the model's calls
+  assert steps["baseline"]["work"]["generate"]["count"] == 20
   assert steps["baseline"]["generations"] == 20  # 10 tasks x N=2
   assert steps["baseline"]["compiles"] > 0
   rows = (out / "baseline" / "results.jsonl").read_text().splitlines()
