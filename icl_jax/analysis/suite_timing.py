@@ -29,7 +29,9 @@ Files under OUT:
                      compiles); a resumed suite appends; the table uses each
                      step's latest line
   suite.json         the table: per step counts, wall_s, generations_per_s,
-                     compiles, compile_s; totals
+                     compiles, compile_s, the measured work (`work`:
+                     icl_jax.work_meter totals) with the engine's in-call
+                     engine_generations_per_s and wall_split_s; totals
 
 CLI (used by the suite; `python -m icl_jax.analysis.suite_timing CMD ...`):
   plan OUT NAME GENS FWDS FITS    add a step to the plan
