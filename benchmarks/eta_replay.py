@@ -10,11 +10,11 @@ prints it (`icl_jax.analysis.suite_timing.eta`) in a scratch OUT directory
 holding that run's plan and its first k step records, twice: with the cost
 model alone, and with --reference's per-step walls (the recorded run the
 suite uses by default). The error is |predicted / measured rest - 1| over
-the points whose measured rest is at least 5 minutes (and the mean absolute
-error in minutes over all), the measured rest being the sum of the run's
-later step walls (for a JOBS > 1 run that sum is not its elapsed time). A run used as its own reference is
-refused: its error would be 0 by construction. Prints a table per run and
-writes --out.
+the points whose measured rest is at least 5 minutes (and the mean
+absolute error in minutes over all), the measured rest being the sum of
+the run's later step walls (for a JOBS > 1 run that sum is not its
+elapsed time). A run used as its own reference is refused: its error
+would be 0 by construction. Prints a table per run and writes --out.
 """
 
 from __future__ import annotations

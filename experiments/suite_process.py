@@ -19,8 +19,8 @@ absl's `app.run` re-parsing its flags), its output (file descriptors 1 and
 2 too, so XLA's) in OUT/<step>.log, under its own compile counter, between
 the suite's ETA and record lines (`icl_jax.analysis.suite_timing`), with
 the seconds spent inside the model's generation and forward calls
-(`icl_jax.work_meter`): suite.json and suite_times.txt are the same in both
-modes. Running a script
+(`icl_jax.models.work_meter`): suite.json and suite_times.txt are the same
+in both modes. Running a script
 in this process, removing its flags and keeping the memory mappings under
 the kernel's limit live in `icl_jax.analysis.in_process`.
 
@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from icl_jax import work_meter
+from icl_jax.models import work_meter
 from icl_jax.analysis import compile_count, in_process
 
 

@@ -30,8 +30,9 @@ Files under OUT:
                      step's latest line
   suite.json         the table: per step counts, wall_s, generations_per_s,
                      compiles, compile_s, the measured work (`work`:
-                     icl_jax.work_meter totals) with the engine's in-call
-                     engine_generations_per_s and wall_split_s; totals
+                     icl_jax.models.work_meter totals) with the engine's
+                     in-call engine_generations_per_s and wall_split_s;
+                     totals
 
 CLI (used by the suite; `python -m icl_jax.analysis.suite_timing CMD ...`):
   plan OUT NAME GENS FWDS FITS    add a step to the plan
@@ -248,8 +249,8 @@ def headline_rate(sweep_json: str | Path) -> float:
 
 
 def work_split(row: dict, headline_gen_s: float | None = None) -> dict:
-  """From a step record's measured work (`icl_jax.work_meter` totals under
-  "work"): the engine's generations/s inside its own calls (net of
+  """From a step record's measured work (`icl_jax.models.work_meter`
+  totals under "work"): the engine's generations/s inside its own calls (net of
   compiling; the rate the headline measures), its ratio to the headline,
   and the step's wall split into compiling, engine, clean generation,
   forward passes and the rest (model load, probe fits, Python). {} for a
@@ -349,7 +350,8 @@ def format_table(doc: dict) -> str:
                  "(benchmarks/sweep.py, same day)")
   lines.append("gen/s: the step's generations (estimated) over its wall; "
                "eng/s: the engine's generations over the seconds inside "
-               "its calls, net of compiling (icl_jax.work_meter); eratio: "
+               "its calls, net of compiling (icl_jax.models.work_meter); "
+               "eratio: "
                "eng/s over the headline")
   return "\n".join(lines)
 

@@ -50,7 +50,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from icl_jax import work_meter
+from icl_jax.models import work_meter
 from icl_jax.interventions import sharding
 from icl_jax.interventions.decode import greedy_decode
 from icl_jax.interventions.distributed import to_host

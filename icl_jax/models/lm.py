@@ -17,7 +17,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from icl_jax import work_meter
+from icl_jax.models import work_meter
 from icl_jax.models.config import DecoderConfig
 from icl_jax.models.decoder import (Decoder, collect_components,
                                     collect_residuals)

@@ -186,8 +186,9 @@ def test_table_ratio_to_headline(tmp_path):
 
 
 def test_table_splits_the_wall_by_measured_work(tmp_path):
-  """A record's measured work (icl_jax.work_meter totals): the engine's
-  rate inside its calls, its ratio to the headline, the wall split."""
+  """A record's measured work (icl_jax.models.work_meter totals): the
+  engine's rate inside its calls, its ratio to the headline, the wall
+  split."""
   suite_timing.plan(tmp_path, "a", 1000, 10, 0)
   comp = tmp_path / "c.json"
   comp.write_text(json.dumps({"compiles": 3, "compile_s": 20.0, "work": {

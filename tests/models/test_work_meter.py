@@ -1,4 +1,4 @@
-"""icl_jax.work_meter: counts, seconds net of compiling, nesting, and the
+"""icl_jax.models.work_meter: counts, seconds net of compiling, nesting, and the
 model calls it meters."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from icl_jax import work_meter
+from icl_jax.models import work_meter
 from icl_jax.interventions.engine import Engine
 from icl_jax.interventions.spec import make_cells
 from tests.interventions.test_engine_exact import tiny_lm
