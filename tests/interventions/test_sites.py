@@ -147,7 +147,16 @@ def test_every_head_with_own_value_is_noop_and_all_heads_equal_attn_out(lm):
   assert np.abs(out.logits[K + L:] - clean).max() > 1e-2  # a real patch
 
 
-def test_empty_component_edit_is_bit_identical():
+def test_empty_component_edit_changes_nothing():
+  """An edit with an empty mask at every site: the clean tokens exactly;
+  a residual-site edit is exactly no edit (delta 0). A component site
+  re-runs its block inside the sweep's program, and the logits come from
+  the sweep's own run of the later blocks: both are compared with the
+  clean run's program, which XLA may compile to other instructions. On
+  one CPU (session 24's) they agreed bit for bit; on an AMD EPYC without
+  AVX-512 (session 25) they differ by <= 4.8e-7 in the first logits and
+  ~1e-6 in the re-run block's output (BUILD_NOTES section 4). So those two
+  are bounded, at ~10x the largest seen."""
   lm = tiny("gemma3_text", 2)
   rs = np.random.RandomState(4)
   engine = Engine(lm, max_new_tokens=MAX_NEW, stop="eos")
@@ -160,12 +169,14 @@ def test_empty_component_edit_is_bit_identical():
       for s in ("resid_post", "head_out", "attn_out", "mlp_out")])
   res = engine.run(targets, cells, return_logits=True)
   base = engine.baseline(targets)
-  np.testing.assert_array_equal(
-      res.first_logits, np.broadcast_to(targets.clean["first_logits"],
-                                        res.first_logits.shape))
   np.testing.assert_array_equal(res.tokens, np.broadcast_to(
       base.tokens[0], res.tokens.shape))
-  assert not res.changed.any()
+  np.testing.assert_allclose(
+      res.first_logits, np.broadcast_to(targets.clean["first_logits"],
+                                        res.first_logits.shape),
+      rtol=0, atol=5e-6)
+  assert (res.delta[:2] == 0).all()  # resid_post: the edit is exact
+  assert (res.delta[2:] < 1e-5).all(), res.delta  # a re-run block
 
 
 def test_head_sweep_equals_heads_one_at_a_time():
