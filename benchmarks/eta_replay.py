@@ -40,7 +40,7 @@ F = flags.FLAGS
 
 def replay(run: dict, reference: Path) -> list[dict]:
   """[{k, measured_s, cost_model_s, reference_s}] after each step k."""
-  steps = [s for s in run["steps"]]
+  steps = run["steps"]
   rows = []
   for k in range(1, len(steps)):
     with tempfile.TemporaryDirectory() as tmp:

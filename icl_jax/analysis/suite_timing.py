@@ -169,9 +169,9 @@ def _latest(rows: list[dict]) -> dict:
 
 def eta(out: Path, name: str) -> dict:
   """Predicted seconds of step `name` ("step") and of the suite from it on
-  ("rest"), from OUT's plan, finished steps and recorded run; with the
-  factors used ("factor", "overhead", "speed") and "n_ref" (steps from
-  `name` on predicted from the recorded run)."""
+  ("rest"), from OUT's plan, finished steps and recorded run; with its
+  planned "counts", the factors used ("factor", "overhead", "speed") and
+  "n_ref" (steps from `name` on predicted from the recorded run)."""
   plan_rows = _latest(_lines(out / "suite_plan.jsonl"))
   started = float((out / ".suite_start").read_text()) if (
       out / ".suite_start").exists() else None
@@ -187,6 +187,7 @@ def eta(out: Path, name: str) -> dict:
   names = list(plan_rows)
   i = names.index(name) if name in names else len(names)
   return {"index": i, "n_steps": len(names),
+          "counts": plan_rows.get(name, {}),
           "step": pred(plan_rows.get(name, {}), name),
           "rest": sum(pred(plan_rows[n], n) for n in names[i:]),
           "n_ref": sum(n in ref for n in names[i:]), "n_rest":
@@ -196,7 +197,7 @@ def eta(out: Path, name: str) -> dict:
 def eta_line(out: Path, name: str) -> str:
   """'[i/n] name: work; ETA this step ...; ETA suite ...'."""
   e = eta(out, name)
-  counts = _latest(_lines(out / "suite_plan.jsonl")).get(name, {})
+  counts = e["counts"]
   how = (f"{e['n_ref']} of {e['n_rest']} steps from the recorded run x"
          f"{e['speed']:.2f}; " if e["n_ref"] else "")
   return (f"[{e['index'] + 1}/{e['n_steps']}] {name}: "
@@ -250,11 +251,11 @@ def headline_rate(sweep_json: str | Path) -> float:
 
 def work_split(row: dict, headline_gen_s: float | None = None) -> dict:
   """From a step record's measured work (`icl_jax.models.work_meter`
-  totals under "work"): the engine's generations/s inside its own calls (net of
-  compiling; the rate the headline measures), its ratio to the headline,
-  and the step's wall split into compiling, engine, clean generation,
-  forward passes and the rest (model load, probe fits, Python). {} for a
-  record without it."""
+  totals under "work"): the engine's generations/s inside its own calls
+  (net of compiling; the rate the headline measures), its ratio to the
+  headline, and the step's wall split into compiling, engine, clean
+  generation, forward passes and the rest (model load, probe fits,
+  Python). {} for a record without it."""
   work = row.get("work")
   if not isinstance(work, dict):
     return {}
@@ -351,8 +352,7 @@ def format_table(doc: dict) -> str:
   lines.append("gen/s: the step's generations (estimated) over its wall; "
                "eng/s: the engine's generations over the seconds inside "
                "its calls, net of compiling (icl_jax.models.work_meter); "
-               "eratio: "
-               "eng/s over the headline")
+               "eratio: eng/s over the headline")
   return "\n".join(lines)
 
 
