@@ -255,7 +255,9 @@ def work_split(row: dict, headline_gen_s: float | None = None) -> dict:
   (net of compiling; the rate the headline measures), its ratio to the
   headline, and the step's wall split into compiling, engine, clean
   generation, forward passes and the rest (model load, probe fits,
-  Python). {} for a record without it."""
+  Python). With the engine's device batches recorded, the mean rows per
+  batch and the generations/s per batch-size bucket. {} for a record
+  without it."""
   work = row.get("work")
   if not isinstance(work, dict):
     return {}
@@ -266,6 +268,14 @@ def work_split(row: dict, headline_gen_s: float | None = None) -> dict:
     if headline_gen_s:
       out["engine_ratio_to_headline"] = round(
           out["engine_generations_per_s"] / headline_gen_s, 3)
+  batches = eng.get("batches") or {}
+  calls = sum(b["calls"] for b in batches.values())
+  if calls:  # the device programs inside the engine's calls
+    out["engine_rows_per_batch"] = round(
+        sum(b["rows"] for b in batches.values()) / calls, 1)
+    out["engine_batch_generations_per_s"] = {
+        k: round(b["rows"] / b["seconds"], 2)
+        for k, b in batches.items() if b["seconds"] > 0}
   split = {"compile": round(row.get("compile_s", 0.0), 1)}
   for kind in ("engine", "generate", "forward"):
     split[kind] = round((work.get(kind) or {}).get("seconds", 0.0), 1)
@@ -318,7 +328,8 @@ def table(out: Path, sizes: str, model: str,
 def format_table(doc: dict) -> str:
   head = (f"{'step':22s} {'gens':>7s} {'fwd':>6s} {'fits':>5s} "
           f"{'wall_s':>8s} {'gen/s':>6s} {'ratio':>6s} {'eng/s':>6s} "
-          f"{'eratio':>6s} {'compiles':>8s} {'load5':>6s}  wall split s: "
+          f"{'eratio':>6s} {'rows/b':>6s} {'compiles':>8s} {'load5':>6s}  "
+          "wall split s: "
           "compile/engine/generate/forward/other")
   lines = [head]
 
@@ -335,6 +346,7 @@ def format_table(doc: dict) -> str:
         f"{cell(r.get('ratio_to_headline')):>6} "
         f"{cell(r.get('engine_generations_per_s')):>6} "
         f"{cell(r.get('engine_ratio_to_headline')):>6} "
+        f"{cell(r.get('engine_rows_per_batch')):>6} "
         f"{r.get('compiles', '-'):>8} "
         f"{load[1] if load else '-':>6}"
         + ("  " + "/".join(f"{v:.0f}" for v in split.values())
@@ -352,7 +364,9 @@ def format_table(doc: dict) -> str:
   lines.append("gen/s: the step's generations (estimated) over its wall; "
                "eng/s: the engine's generations over the seconds inside "
                "its calls, net of compiling (icl_jax.models.work_meter); "
-               "eratio: eng/s over the headline")
+               "eratio: eng/s over the headline; rows/b: mean (cell, "
+               "target) rows per device batch inside the engine (the "
+               "headline's: 80)")
   return "\n".join(lines)
 
 

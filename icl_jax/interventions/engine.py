@@ -311,10 +311,11 @@ class Engine:
     key = cells.site.astype(np.int64) * (self.cfg.n_layers + 1) + cells.layer
     for _, idx in sharding.chunk_work(key + 1, chunk):
       layer = int(cells.layer[idx[0]])
-      res = self._run_chunk(targets, cells, layer, idx, chunk,
-                            (clean, q_len, tables), return_logits)
-      for k, v in out.items():
-        v[idx] = to_host(res[k])[:len(idx)]  # all-gathered over processes
+      with work_meter.batch("engine", len(idx) * targets.n):
+        res = self._run_chunk(targets, cells, layer, idx, chunk,
+                              (clean, q_len, tables), return_logits)
+        for k, v in out.items():
+          v[idx] = to_host(res[k])[:len(idx)]  # all-gathered over processes
       if bar is not None:
         bar.update(len(idx))
     if bar is not None:

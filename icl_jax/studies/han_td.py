@@ -244,6 +244,15 @@ def _correlation(points, layer, ref_k, seed) -> dict:
                                                                 seed=seed)}
 
 
+def task_mean_curve(per_task) -> list[float]:
+  """Mean TD over tasks at each layer, in float64, from per-task curves
+  [T][L]. Peaks are read from this curve (first layer on exact ties, which
+  are common: a task's TD is a count over N prompts), never from a run's
+  float32 "mean" rows, whose rounding can break such a tie the other way;
+  the report reads its peaks the same way."""
+  return [float(v) for v in np.mean(np.asarray(per_task, np.float64), 0)]
+
+
 def analyse(rows, family, shots, layers, peak_shots, n_layers,
             seed=0) -> dict:
   """Curves, null band, peaks, accuracies, the 18-point fit, pairwise TD."""
@@ -263,17 +272,18 @@ def analyse(rows, family, shots, layers, peak_shots, n_layers,
          "shots": list(shots), "n_classes": len(tasks) + 1}
   out["td_by_layer"] = {f"{t}/{k}": [round(v, 4) for v in row(td, k, t)]
                         for k in shots for t in tasks + ["null", "mean"]}
-  out["mean_td_by_layer"] = {str(k): row(td, k, "mean") for k in shots}
+  mean = {k: task_mean_curve([row(td, k, t) for t in tasks]) for k in shots}
+  out["mean_td_by_layer"] = {str(k): mean[k] for k in shots}
   out["mean_td_cosine_by_layer"] = {str(k): row(cos, k, "mean")
                                     for k in shots}
   out["null_band_5_95"] = {str(k): row(band, k, "mean") for k in shots}
   if logi:
     out["logistic_by_layer"] = {str(k): row(logi, k, "mean") for k in shots}
-  peaks = {k: int(layers[td_lib.peak_layer(row(td, k, "mean"))])
-           for k in shots}
+  peak_i = {k: td_lib.peak_layer(mean[k]) for k in shots}
+  peaks = {k: int(layers[peak_i[k]]) for k in shots}
   out["peak_layer"] = {str(k): peaks[k] for k in shots}
   out["peak_depth_fraction"] = {str(k): peaks[k] / n_layers for k in shots}
-  out["mean_td_at_peak"] = {str(k): td[(k, "mean")][peaks[k]] for k in shots}
+  out["mean_td_at_peak"] = {str(k): mean[k][peak_i[k]] for k in shots}
   out["mean_accuracy"] = {str(k): float(np.mean([acc[(k, t)] for t in tasks]))
                           for k in shots}
   out["accuracy"] = {f"{t}/{k}shot": acc[(k, t)] for k in shots
@@ -351,14 +361,19 @@ def plot_td_by_layer(a, path, model: str) -> None:
   plt.close(fig)
 
 
-def _pending(rd, model, cond, logistic) -> bool:
-  """True when (family, shots) lacks rows; a partial unit's rows go."""
+def _unit_done(rd, model, cond, logistic) -> bool:
+  """Does (family, shots) have every metric's rows?"""
   have = {r["metric"] for r in rd.rows()
           if r["model"] == model and r.get("condition") == cond}
   need = {"td", "td_cosine", "td_null", "td_pairwise", "accuracy"}
   if logistic:
     need.add("logistic")
-  if need <= have:
+  return need <= have
+
+
+def _pending(rd, model, cond, logistic) -> bool:
+  """True when (family, shots) lacks rows; a partial unit's rows go."""
+  if _unit_done(rd, model, cond, logistic):
     return False
   rows = [r for r in rd.rows() if r.get("condition") != cond]
   if len(rows) != len(rd.rows()):
@@ -379,7 +394,10 @@ def run(lm, *, model, families, shots, n, layers, seed, knn, peak_shots,
                 null_perms=null_perms, logistic=logistic,
                 logistic_max_iter=logistic_max_iter,
                 max_new_tokens=max_new_tokens, position=POSITION)
-  rd = RunDir(out_dir, EXPERIMENT, config, key_extra=("metric",), lm=lm)
+  # A later run may add a family to the directory (growable), as the
+  # task-vector and finetuning studies allow.
+  rd = RunDir(out_dir, EXPERIMENT, config, key_extra=("metric",), lm=lm,
+              growable=("families",))
   timings = {}
   for family in families:
     for k in shots:
@@ -392,7 +410,12 @@ def run(lm, *, model, families, shots, n, layers, seed, knn, peak_shots,
             max_new_tokens=max_new_tokens, progress=progress)
   rows = [r for r in rd.rows() if r["model"] == model]
   results = {}
-  for family in families:
+  # Every finished family of the directory, not only this run's: the
+  # summary is what the task-vector and finetuning runs read their layers
+  # from.
+  for family in [f for f in rd.config["families"]
+                 if all(_unit_done(rd, model, f"{f}/{k}shot", logistic)
+                        for k in shots)]:
     a = analyse(rows, family, list(shots), list(layers), peak_shots,
                 lm.n_layers, seed)
     plot_td_by_layer(a, rd.path / f"td_by_layer_{family}.png", model)

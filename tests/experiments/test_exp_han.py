@@ -32,10 +32,19 @@ def test_han_td_smoke(tiny_model_dir, tmp_path):
   args = ["experiments/han_td.py", f"--model={tiny_model_dir}", "--n=6",
           "--shots=1,2", "--peak_shots=2", "--knn=3", "--null_perms=2",
           "--nologistic", "--max_new_tokens=3", f"--out_dir={out}"]
-  p = _run(args, tmp_path, penn)
+  # bitwise first; the second run adds POS to the directory (families is
+  # growable) and keeps bitwise's rows and its summary entry.
+  p = _run(args + ["--families=bitwise"], tmp_path, penn)
   assert p.returncode == 0, p.stderr[-4000:]
   d = out / "han_td"
+  bitwise_rows = read_rows(d / "results.jsonl")
+  assert {r["family"] for r in bitwise_rows} == {"bitwise"}
+  p = _run(args + ["--families=pos"], tmp_path, penn)
+  assert p.returncode == 0, p.stderr[-4000:]
+  assert json.loads((d / "config.json").read_text())["families"] == [
+      "bitwise", "pos"]
   rows = read_rows(d / "results.jsonl")
+  assert [r for r in rows if r["family"] == "bitwise"] == bitwise_rows
   n_layers = len({r["layer"] for r in rows if r["metric"] == "td"})
   for fam in ("pos", "bitwise"):
     fr = [r for r in rows if r["family"] == fam]
@@ -60,7 +69,8 @@ def test_han_td_smoke(tiny_model_dir, tmp_path):
   assert s["han_reference"]["R2"]["Llama-3.1-8B"]["pos"] == 0.781
   assert s["assumptions"]
   n_rows = len(rows)
-  p = _run(args, tmp_path, penn)  # resumed: nothing recomputed
+  p = _run(args + ["--families=bitwise,pos"], tmp_path,
+           penn)  # resumed: nothing recomputed
   assert p.returncode == 0, p.stderr[-4000:]
   assert "features of" not in p.stdout
   assert len(read_rows(d / "results.jsonl")) == n_rows

@@ -192,7 +192,11 @@ def test_table_splits_the_wall_by_measured_work(tmp_path):
   suite_timing.plan(tmp_path, "a", 1000, 10, 0)
   comp = tmp_path / "c.json"
   comp.write_text(json.dumps({"compiles": 3, "compile_s": 20.0, "work": {
-      "engine": {"count": 900, "seconds": 30.0, "compile_s": 12.0},
+      "engine": {"count": 900, "seconds": 30.0, "compile_s": 12.0,
+                 "batches": {"16-31": {"calls": 20, "rows": 400,
+                                       "seconds": 20.0, "compile_s": 5.0},
+                             "64-127": {"calls": 5, "rows": 500,
+                                        "seconds": 8.0, "compile_s": 0.0}}},
       "generate": {"count": 100, "seconds": 5.0, "compile_s": 4.0},
       "forward": {"count": 10, "seconds": 1.5, "compile_s": 1.0}}}))
   suite_timing.record(tmp_path, "a", 100.0, 0, str(comp))
@@ -204,7 +208,11 @@ def test_table_splits_the_wall_by_measured_work(tmp_path):
   assert r["wall_split_s"] == {"compile": 20.0, "engine": 30.0,
                                "generate": 5.0, "forward": 1.5,
                                "other": 43.5}
+  assert r["engine_rows_per_batch"] == 36.0  # 900 rows / 25 batches
+  assert r["engine_batch_generations_per_s"] == {"16-31": 20.0,
+                                                 "64-127": 62.5}
   assert "20/30/5/2/44" in suite_timing.format_table(doc)
+  assert "  36.0 " in suite_timing.format_table(doc)
 
 
 def test_quick_suite_on_tiny_model(tiny_model_dir, tmp_path):

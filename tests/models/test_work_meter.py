@@ -71,5 +71,43 @@ def test_model_calls_are_metered():
   t = work_meter.totals()
   assert t["forward"]["count"] == 2 and t["generate"]["count"] == 2
   assert t["engine"]["count"] == 2 * 3  # prepare counts no generations
+  assert t["engine"]["calls"] == 2  # prepare and run
+  # cells 0 and 1 sit at different layers: two device batches of 1 x 3 rows
+  assert t["engine"]["batches"] == {"2-3": {
+      "calls": 2, "rows": 6, "seconds": t["engine"]["batches"]["2-3"][
+          "seconds"], "compile_s": t["engine"]["batches"]["2-3"][
+              "compile_s"]}}
+  b = t["engine"]["batches"]["2-3"]
+  assert b["compile_s"] > 0 and 0 <= b["seconds"] <= t["engine"]["seconds"]
   for kind in ("forward", "generate", "engine"):
     assert t[kind]["compile_s"] > 0 and t[kind]["seconds"] >= 0
+
+
+def test_batches_by_power_of_two_rows_net_of_compiling():
+  f = jax.jit(lambda x: jnp.tanh(x) @ x.T + 0.5)  # a new program
+  x = jnp.ones((256, 256), jnp.float32)
+  work_meter.reset()
+  with work_meter.batch("engine", 5):
+    jax.block_until_ready(f(x))
+  with work_meter.batch("engine", 7):
+    jax.block_until_ready(f(x))
+  with work_meter.batch("engine", 8):
+    pass
+  b = work_meter.totals()["engine"]["batches"]
+  assert list(b) == ["4-7", "8-15"]
+  assert b["4-7"]["calls"] == 2 and b["4-7"]["rows"] == 12
+  assert b["4-7"]["compile_s"] > 0  # the first call compiled
+  assert b["8-15"] == {"calls": 1, "rows": 8, "seconds": b["8-15"]["seconds"],
+                       "compile_s": 0.0}
+  # batches alone do not count as calls of the kind
+  assert work_meter.totals()["engine"]["calls"] == 0
+  assert [work_meter.bucket(n) for n in (1, 2, 3, 80, 128)] == [
+      1, 2, 2, 64, 128]
+  with pytest.raises(ValueError, match="at least one row"):
+    work_meter.bucket(0)
+  with pytest.raises(RuntimeError):  # a batch that raises is not recorded
+    with work_meter.batch("engine", 1):
+      raise RuntimeError("boom")
+  assert "1-1" not in work_meter.totals()["engine"]["batches"]
+  work_meter.reset()
+  assert work_meter.totals() == {}

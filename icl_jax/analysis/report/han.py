@@ -76,18 +76,15 @@ def _collect(rows):
   return td, band, logi, acc
 
 
-def _argmax_first(xs) -> int:
-  xs = np.asarray(xs, float)
-  return int(np.flatnonzero(xs == np.nanmax(xs))[0])
-
-
 def td_analysis(rows, n_layers: int | None) -> dict | None:
   """Curves, chance, null band, peaks with a bootstrap-over-tasks depth
   interval, the TD-vs-accuracy fit and the rise with shots; None without
   per-layer TD rows (e.g. an old summary-only row)."""
   from icl_jax.analysis.cluster_stats import (best_layer_spread,
                                               cluster_bootstrap)
-  from icl_jax.studies.han_td import bootstrap_r2_over_tasks, r2_fit
+  from icl_jax.probes.task_decodability import peak_layer
+  from icl_jax.studies.han_td import (bootstrap_r2_over_tasks, r2_fit,
+                                      task_mean_curve)
 
   td, band, logi, acc = _collect(rows)
   if not td:
@@ -97,14 +94,20 @@ def td_analysis(rows, n_layers: int | None) -> dict | None:
   classes = sorted({t for k in td for t in td[k] if t != "mean"})
   tasks = [t for t in classes if t != "null"]  # Null: a class, not a task
   full = lambda k, t: all(l in td[k].get(t, {}) for l in layers)
-  # Mean over the real tasks in float64 from the per-task rows, as
-  # `best_layer_spread` computes it (the run's float32 "mean" row can break
-  # a tie between layers the other way); the "mean" row only without them.
-  mean = {k: ([td[k]["mean"][l] for l in layers]
-              if full(k, "mean") and not all(full(k, t) for t in tasks) else
-              [float(np.mean([td[k][t][l] for t in tasks if l in td[k].get(
-                  t, {})])) for l in layers]) for k in shots}
-  peak = {k: layers[_argmax_first(mean[k])] for k in shots}
+  # Mean over the real tasks in float64 from the per-task rows, as the
+  # study's summary and `best_layer_spread` compute it (the run's float32
+  # "mean" row can break a tie between layers the other way); the "mean"
+  # row only without them.
+  def mean_curve(k):
+    if all(full(k, t) for t in tasks):
+      return task_mean_curve([[td[k][t][l] for l in layers] for t in tasks])
+    if full(k, "mean"):
+      return [td[k]["mean"][l] for l in layers]
+    return [float(np.mean([td[k][t][l] for t in tasks
+                           if l in td[k].get(t, {})])) for l in layers]
+
+  mean = {k: mean_curve(k) for k in shots}
+  peak = {k: layers[peak_layer(mean[k])] for k in shots}
   ref_k = PEAK_SHOTS if PEAK_SHOTS in shots else shots[len(shots) // 2]
   ref = peak[ref_k]
   nl = n_layers or (max(layers) + 1)
