@@ -236,7 +236,7 @@ def family_vectors(lm, study, family, seed, layer, n_source, shots,
   return vecs
 
 
-def summarize(rows, families, seeds) -> dict:
+def summarize(rows, families) -> dict:
   """Per family: clean accuracy and, per edit label, the accuracy change
   vs clean per task and over tasks (mean +- std over seeds)."""
   out = {}
@@ -312,10 +312,11 @@ def run(lm, *, model, families, layers: dict, n, n_source, shots, seeds,
                 position_sets=list(position_sets),
                 alphas=[float(a) for a in alphas],
                 max_new_tokens=max_new_tokens)
-  # A later run may add a family to the directory (its rows are its tasks').
+  # A later run may add a family or a seed to the directory (its rows are
+  # that family's or seed's units; rows already written are never redone).
   study = Study(lm, experiment=EXPERIMENT, model=model, config=config,
                 out_dir=out_dir, max_new_tokens=max_new_tokens,
-                progress=progress, growable=("families", "layers"))
+                progress=progress, growable=("families", "layers", "seeds"))
   todo = {}
   for f in families:
     for s in seeds:
@@ -335,7 +336,7 @@ def run(lm, *, model, families, layers: dict, n, n_source, shots, seeds,
                           max_new_tokens=max_new_tokens))
       study.tick(note=f"{f}/{t}/s{s}")
   rows = study.rows()
-  summary = summarize(rows, study.config["families"], seeds)
+  summary = summarize(rows, study.config["families"])
   for f in summary:
     plot_bars(summary, f, study.path / f"intervention_bars_{f}.png", model,
               position_sets)

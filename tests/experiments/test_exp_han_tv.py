@@ -66,11 +66,21 @@ def test_han_task_vectors_smoke(tiny_model_dir, tmp_path):
           "--n_source=2", "--seeds=0,1", "--alphas=1", "--layer=0",
           f"--out_dir={out}", "--max_new_tokens=6"]
   env = dict(os.environ, ICL_JAX_CACHE=str(tmp_path / "cache"))
+  # Seed 0 first; a later run grows the directory by seed 1 (seeds are
+  # growable): seed 0's rows stay as written and are not redone.
+  args0 = [a if a != "--seeds=0,1" else "--seeds=0" for a in args]
+  p0 = subprocess.run(args0, capture_output=True, text=True, cwd=ROOT,
+                      env=env, timeout=900)
+  assert p0.returncode == 0, p0.stderr[-4000:]
+  d = out / "han_task_vectors"
+  rows0 = read_rows(d / "results.jsonl")
+  assert len(rows0) == 6 * 13 and {r["seed"] for r in rows0} == {0}
   p = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env,
                      timeout=900)
   assert p.returncode == 0, p.stderr[-4000:]
-  d = out / "han_task_vectors"
   rows = read_rows(d / "results.jsonl")
+  assert rows[:len(rows0)] == rows0
+  assert json.loads((d / "config.json").read_text())["seeds"] == [0, 1]
   # 6 tasks x 2 seeds x (clean + 3 position sets x 2 vectors x 2 edits).
   assert len(rows) == 6 * 2 * 13
   for r in rows:
