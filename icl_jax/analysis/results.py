@@ -298,6 +298,12 @@ class RunDir:
     else:
       self._open()
     self.t0 = time.time()
+    try:
+      prev = json.loads((self.path / "summary.json").read_text())
+    except (OSError, ValueError):
+      prev = {}
+    self._earlier_invocations = _previous_invocations(
+        prev if isinstance(prev, dict) else {})
 
   def _open(self) -> None:
     self.path.mkdir(parents=True, exist_ok=True)
@@ -458,6 +464,11 @@ class RunDir:
     return path
 
   # -- summary ---------------------------------------------------------------
+  def _invocations(self, this: dict) -> list[dict]:
+    """Earlier invocations (from summary.json as this invocation found it)
+    plus this one; a second summary of one invocation replaces its entry."""
+    return self._earlier_invocations + [this]
+
   def write_summary(self, extra: dict | None = None) -> dict:
     import jax
 
@@ -468,14 +479,29 @@ class RunDir:
       tv = transformers.__version__
     except ImportError:
       tv = None
+    code = code_version()
+    n_rows = len(self.rows())
+    wall = time.time() - self.t0
+    finished = time.strftime("%Y-%m-%d %H:%M:%S")
+    invocations = self._invocations(
+        {"started": time.strftime("%Y-%m-%d %H:%M:%S",
+                                  time.localtime(self.t0)),
+         "finished": finished, "seconds": wall, "n_rows": n_rows,
+         "git_commit": code.get("git_commit")})
     s = {
         "experiment": self.experiment, "config": self.config,
         "dtype": self.config.get("dtype"),
         "model_sha256": self.config.get("model_sha256"),
-        "code": code_version(),
-        "n_rows": len(self.rows()),
-        "wall_seconds_this_invocation": time.time() - self.t0,
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "code": code,
+        "n_rows": n_rows,
+        "wall_seconds_this_invocation": wall,
+        # A directory filled by several invocations (resumed, or grown by a
+        # family or seed): each finished invocation's wall time and rows.
+        # An invocation killed before its summary is not in the list.
+        "invocations": invocations,
+        "wall_seconds_all_invocations": sum(i["seconds"]
+                                            for i in invocations),
+        "finished": finished,
         "versions": {"icl_jax": icl_jax.__version__, "jax": jax.__version__,
                      "transformers": tv, "python": platform.python_version()},
         "device": [str(d) for d in jax.devices()],
@@ -487,6 +513,21 @@ class RunDir:
       atomic_write(self.path / "summary.json",
                    json.dumps(s, indent=1, default=_json_default))
     return s
+
+
+def _previous_invocations(summary: dict) -> list[dict]:
+  """The invocations recorded by an earlier summary.json: its list, or for a
+  summary written before the list existed, its one invocation."""
+  inv = summary.get("invocations")
+  if isinstance(inv, list):
+    return [i for i in inv if isinstance(i, dict)
+            and isinstance(i.get("seconds"), (int, float))]
+  sec = summary.get("wall_seconds_this_invocation")
+  if not isinstance(sec, (int, float)):
+    return []
+  return [{"started": None, "finished": summary.get("finished"),
+           "seconds": float(sec), "n_rows": summary.get("n_rows"),
+           "git_commit": (summary.get("code") or {}).get("git_commit")}]
 
 
 def _json_default(o):

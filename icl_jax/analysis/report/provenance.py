@@ -2,8 +2,9 @@
 was built at, and per run directory the commit recorded by the run
 (`RunDir`: config.json `_provenance`, summary.json `code`), the model file
 (the embedded GGUF and its quantization, `convert.embedded`), the sha256 of
-the weights as loaded, seeds, N, and the run time (summary.json `seconds`,
-or the suite's step time from `suite_steps.jsonl` beside the run)."""
+the weights as loaded, seeds, N, and the run time (summary.json: the sum
+over its finished invocations, else the last invocation's seconds; and the
+suite's step time from `suite_steps.jsonl` beside the run)."""
 
 from __future__ import annotations
 
@@ -102,12 +103,20 @@ def _duration(s: float | None) -> str:
 
 
 def run_time(d: Path, name: str, summ: dict) -> str:
-  """The run's own seconds over every invocation (summary `seconds`, else
-  this invocation's), and the suite's step time when there is one."""
-  own = summ.get("seconds", summ.get("wall_seconds_this_invocation"))
-  own = float(own) if isinstance(own, (int, float)) else None
+  """The run's own seconds: over every finished invocation where the
+  summary lists them (`wall_seconds_all_invocations`, with their count),
+  else the last invocation's (summary `seconds`, else
+  `wall_seconds_this_invocation`); and the suite's step time when there is
+  one."""
+  inv = summ.get("invocations")
+  total = summ.get("wall_seconds_all_invocations")
+  if isinstance(inv, list) and len(inv) > 1 and isinstance(
+      total, (int, float)):
+    text = f"{_duration(float(total))} ({len(inv)} invocations)"
+  else:
+    own = summ.get("seconds", summ.get("wall_seconds_this_invocation"))
+    text = _duration(float(own) if isinstance(own, (int, float)) else None)
   step = _suite_step(d, name)
-  text = _duration(own)
   if step is not None:
     text += f" (suite step {step[0]}: {_duration(step[1])})"
   return text
