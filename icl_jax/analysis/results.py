@@ -464,11 +464,6 @@ class RunDir:
     return path
 
   # -- summary ---------------------------------------------------------------
-  def _invocations(self, this: dict) -> list[dict]:
-    """Earlier invocations (from summary.json as this invocation found it)
-    plus this one; a second summary of one invocation replaces its entry."""
-    return self._earlier_invocations + [this]
-
   def write_summary(self, extra: dict | None = None) -> dict:
     import jax
 
@@ -483,11 +478,13 @@ class RunDir:
     n_rows = len(self.rows())
     wall = time.time() - self.t0
     finished = time.strftime("%Y-%m-%d %H:%M:%S")
-    invocations = self._invocations(
+    # The invocations summary.json held when this one opened the directory,
+    # then this one (a second summary of this invocation replaces its entry).
+    invocations = self._earlier_invocations + [
         {"started": time.strftime("%Y-%m-%d %H:%M:%S",
                                   time.localtime(self.t0)),
          "finished": finished, "seconds": wall, "n_rows": n_rows,
-         "git_commit": code.get("git_commit")})
+         "git_commit": code.get("git_commit")}]
     s = {
         "experiment": self.experiment, "config": self.config,
         "dtype": self.config.get("dtype"),
